@@ -1,0 +1,79 @@
+"""What every command shares: the console, opening a source from CLI options, one-line errors."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from posttrain.errors import PosttrainError
+
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Set by the app's `--debug` option: show tracebacks instead of one-line errors.
+DEBUG = {"on": False}
+
+SOURCE_HELP = (
+    "A local file, directory or glob (parquet / JSONL / JSONL.gz), or a hub id such as "
+    "nvidia/Nemotron-Post-Training-Dataset-v1 (hf://datasets/... also works). Default: the bundled sample."
+)
+
+
+def open_cli_source(
+    source: str | None,
+    split: list[str] | str | None = None,
+    limit: int | None = None,
+    format: str | None = None,
+    hub_mirror: str | None = None,
+):
+    """`posttrain.sources.open_source` with CLI conventions (comma-separated splits)."""
+    from posttrain.sources import open_source
+
+    splits: list[str] | None = None
+    if isinstance(split, str):
+        splits = [s.strip() for s in split.split(",") if s.strip()]
+    elif split:
+        splits = [s.strip() for item in split for s in item.split(",") if s.strip()]
+    return open_source(source, split=splits or None, limit=limit, format=format, hub_mirror=hub_mirror)
+
+
+def handle_errors(fn: F) -> F:
+    """Turn PosttrainError into one line on stderr and a non-zero exit; other errors too, as bugs."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except PosttrainError as exc:
+            if DEBUG["on"]:
+                traceback.print_exc()
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted")
+            raise typer.Exit(130) from None
+        except Exception as exc:  # a bug in posttrain: still one line, the traceback with --debug
+            if DEBUG["on"]:
+                traceback.print_exc()
+            err_console.print(
+                f"[bold red]internal error:[/] {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def is_tty() -> bool:
+    return sys.stderr.isatty()
