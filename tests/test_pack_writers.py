@@ -1,0 +1,109 @@
+"""Shard writing: deterministic bytes, shard sizes, atomic names, readable by `datasets`."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from posttrain.pack import PackConfig, ShardWriter, build_packs, summarize_shards
+from posttrain.pack.writers import file_sha256
+
+
+def tokenized_rows(lengths: list[int], seed: int = 0) -> pa.Table:
+    """Rows in the tokenize contract with random ids and masks."""
+    rng = np.random.default_rng(seed)
+    ids = [rng.integers(0, 128_256, n).tolist() for n in lengths]
+    masks = [(rng.random(n) < 0.6).astype(int).tolist() for n in lengths]
+    return pa.table(
+        {
+            "uuid": [f"doc-{seed}-{i}" for i in range(len(lengths))],
+            "category": ["math", "code"] * (len(lengths) // 2) + ["chat"] * (len(lengths) % 2),
+            "input_ids": pa.array(ids, pa.list_(pa.int32())),
+            "loss_mask": pa.array(masks, pa.list_(pa.int8())),
+            "num_tokens": pa.array(lengths, pa.int64()),
+        }
+    )
+
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _write(out, rows, cfg, seed=0, batches=1):
+    writer = ShardWriter(out, cfg)
+    n = rows.num_rows
+    edges = np.linspace(0, n, batches + 1).astype(int)
+    for i in range(batches):  # several work units, each packed on its own
+        writer.write(build_packs(rows.slice(edges[i], edges[i + 1] - edges[i]), cfg, seed=seed))
+    return writer.close()
+
+
+def test_shards_split_by_pack_count_and_describe_themselves(tmp_path):
+    rows = tokenized_rows(np.random.default_rng(0).integers(5, 120, 300).tolist())
+    cfg = PackConfig(seq_len=256, shard_packs=20, row_group_packs=8)
+    shards = _write(tmp_path, rows, cfg)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [s.file for s in shards] == [f"shard-{i:05d}.parquet" for i in range(len(shards))]
+    assert all(s.packs == 20 for s in shards[:-1]) and 0 < shards[-1].packs <= 20
+    total = summarize_shards(shards)
+    assert total["documents"] == 300
+    assert total["tokens"] == sum(rows.column("num_tokens").to_pylist())
+    assert total["efficiency"] > 0.9
+    for s in shards:
+        path = tmp_path / s.file
+        assert s.sha256 == file_sha256(path) and s.bytes == path.stat().st_size
+        table = pq.read_table(path)
+        assert table.num_rows == s.packs
+        assert sum(map(sum, table.column("seq_lens").to_pylist())) == s.tokens
+        assert "num_tokens" not in table.column_names  # bookkeeping is not stored
+    assert pq.ParquetFile(tmp_path / shards[0].file).metadata.num_row_groups == 3
+
+
+def test_same_input_gives_identical_shard_bytes(tmp_path):
+    rows = tokenized_rows(np.random.default_rng(1).integers(5, 120, 200).tolist())
+    cfg = PackConfig(seq_len=256, shard_packs=16)
+    a = _write(tmp_path / "a", rows, cfg, seed=3)
+    b = _write(tmp_path / "b", rows.take(np.arange(rows.num_rows)[::-1]), cfg, seed=3)
+    assert [s.sha256 for s in a] == [s.sha256 for s in b]
+    c = _write(tmp_path / "c", rows, cfg, seed=4)
+    assert [s.sha256 for s in a] != [s.sha256 for s in c]
+
+
+def test_shards_load_with_datasets_and_megatron_layout(tmp_path):
+    from datasets import load_dataset
+
+    rows = tokenized_rows([30, 50, 20, 90, 10], seed=2)
+    _write(tmp_path / "hf", rows, PackConfig(seq_len=128))
+    ds = load_dataset("parquet", data_files=str(tmp_path / "hf" / "shard-*.parquet"), split="train")
+    assert set(ds.column_names) == {"input_ids", "labels", "position_ids", "seq_lens", "uuids", "categories"}
+    assert sorted(u for r in ds["uuids"] for u in r) == sorted(rows.column("uuid").to_pylist())
+
+    _write(tmp_path / "mega", rows, PackConfig(seq_len=128, layout="megatron"))
+    table = pq.read_table(tmp_path / "mega" / "shard-00000.parquet")
+    assert table.column_names == ["input_ids", "loss_mask", "seq_start_id"]
+    assert table.schema.field("loss_mask").type.value_type == pa.uint8()
+
+
+def test_no_temp_files_left_and_empty_writes_make_no_shard(tmp_path):
+    writer = ShardWriter(tmp_path, PackConfig(seq_len=64))
+    writer.write(build_packs(tokenized_rows([]), PackConfig(seq_len=64)))
+    assert writer.close() == [] and list(tmp_path.iterdir()) == []
+    _write(tmp_path, tokenized_rows([10, 20]), PackConfig(seq_len=64))
+    assert [p.name for p in tmp_path.iterdir()] == ["shard-00000.parquet"]
+
+
+def test_shard_bytes_cuts_independently_of_write_chunks(tmp_path):
+    rows = tokenized_rows(np.random.default_rng(2).integers(5, 120, 300).tolist())
+    cfg = PackConfig(seq_len=256, shard_packs=1000, shard_bytes=40_000)
+    packs = build_packs(rows, cfg)
+    one = ShardWriter(tmp_path / "one", cfg)
+    one.write(packs)
+    many = ShardWriter(tmp_path / "many", cfg)
+    for start in range(0, packs.num_rows, 7):
+        many.write(packs.slice(start, 7))
+    a, b = one.close(), many.close()
+    assert len(a) > 1 and [s.sha256 for s in a] == [s.sha256 for s in b]
+    # input_ids, labels and position_ids: 12 bytes a token; a shard closes at the first pack past the limit
+    assert all(s.tokens * 12 >= 40_000 > (s.tokens - 256) * 12 for s in a[:-1])
