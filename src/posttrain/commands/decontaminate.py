@@ -1,0 +1,60 @@
+"""`posttrain decontaminate`: n-gram overlap against benchmark sets, with evidence."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.table import Table
+
+from posttrain.commands._common import SOURCE_HELP, console, open_cli_source
+from posttrain.errors import RecipeError
+
+
+def register(app: typer.Typer) -> None:
+    app.command("decontaminate")(decontaminate)
+
+
+def decontaminate(
+    source: Annotated[str | None, typer.Argument(help=SOURCE_HELP, show_default=False)] = None,
+    out: Annotated[str, typer.Option("--out", "-o", help="Output directory: kept/, removed/, report.json, report.html.")] = ...,  # type: ignore[assignment]
+    benchmarks: Annotated[
+        str,
+        typer.Option(help="Comma-separated: humaneval, math500, aime24, aime25, gsm8k, a hub id (openai/gsm8k, "
+                          "HuggingFaceH4/MATH-500, gpqa, mmlu, livecodebench), PATH:FIELD or HUBID:FIELD."),
+    ] = "humaneval,math500,aime24,aime25,gsm8k",
+    ngram: Annotated[int, typer.Option(help="Words per n-gram.")] = 13,
+    min_overlap: Annotated[
+        float, typer.Option(help="Share of an item's n-grams a row must contain (0 = any shared n-gram, lm-eval rule).")
+    ] = 0.5,
+    policy: Annotated[str, typer.Option(help="drop: hit rows go to removed/; flag: they stay, with a warning code.")] = "drop",
+    include_responses: Annotated[bool, typer.Option(help="Scan assistant turns too, not only the prompt.")] = False,
+    split: Annotated[list[str] | None, typer.Option("--split", "-s", help="Split(s) to read; repeat or comma-separate.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Read at most this many rows.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Rows per Arrow batch.")] = 1024,
+    hub_mirror: Annotated[str | None, typer.Option(help="Read a hub id from this local directory (offline).")] = None,
+) -> None:
+    """Find benchmark leaks by word n-gram overlap: DIR/kept/, DIR/removed/, DIR/report.json, DIR/report.html."""
+    from posttrain.dedup.decontaminate import DecontamConfig, run_decontaminate
+
+    try:
+        config = DecontamConfig(
+            benchmarks=[b.strip() for b in benchmarks.split(",") if b.strip()], ngram=ngram, min_overlap=min_overlap,
+            policy=policy, include_responses=include_responses, batch_size=batch_size,  # type: ignore[arg-type]
+        )
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise RecipeError(first["msg"], place="--" + str(first["loc"][0]).replace("_", "-")) from None
+    src = open_cli_source(source, split, limit, None, hub_mirror)
+    report = run_decontaminate(src, out, config)
+    table = Table(title=f"decontamination ({ngram}-grams, min overlap {min_overlap}, policy {policy})")
+    for col in ("benchmark", "items", "items hit", "rows hit"):
+        table.add_column(col, justify="left" if col == "benchmark" else "right")
+    for name, s in report["benchmarks"].items():
+        table.add_row(name, str(s["items"]), str(s["items_hit"]), str(s["rows_hit"]))
+    console.print(table)
+    console.print(
+        f"rows_in {report['rows_in']} == kept {report['kept']} + removed {report['removed']}"
+        f" ({'ok' if report['balanced'] else 'MISMATCH'}); report: {out}/report.html"
+    )
