@@ -1,0 +1,421 @@
+"""The validate runner: stream a source through the checks, write accepted/ and rejects/ parquet and
+summary.json, and prove that no row was lost (`rows_in == accepted + rejected`).
+
+Batches are judged in order, on this thread or on a pool of threads (`workers > 1`);
+results are consumed in input order with a bounded number in flight, so the output bytes do not
+depend on the worker count and memory does not grow with the input.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict, deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from rich.progress import ProgressColumn
+from rich.text import Text
+
+from posttrain.checks import Check, check_for_code, default_checks, mask_private
+from posttrain.checks._base import final_answer_of_row, shorten
+from posttrain.errors import PosttrainError
+from posttrain.schema import NEMOTRON_SCHEMA
+from posttrain.stage import (
+    REASONS,
+    REASONS_TYPE,
+    Severity,
+    reason_codes,
+    rejected_mask,
+    severity_of,
+    with_reasons,
+)
+
+ACCEPTED_SCHEMA = NEMOTRON_SCHEMA.append(pa.field(REASONS, REASONS_TYPE))
+REJECTS_SCHEMA = ACCEPTED_SCHEMA.append(pa.field("snippet", pa.string()))
+EXAMPLES_PER_CODE = 3
+SEVERITIES = ("error", "warn")
+
+
+@dataclass
+class Judged:
+    """One judged batch: the rows to keep, the rows to reject (with snippets), and its counts."""
+
+    accepted: pa.RecordBatch
+    rejected: pa.RecordBatch
+    rows: dict[str, int]  # split -> rows in
+    rejected_rows: dict[str, int]
+    warn_rows: int
+    counts: dict[tuple[str, str], int]  # (code, split) -> rows carrying the code
+    examples: dict[tuple[str, str], list[dict[str, str]]]
+
+
+@dataclass
+class ValidateSummary:
+    """What `summary.json` holds."""
+
+    rows_in: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    splits: dict[str, dict[str, int]] = field(default_factory=dict)
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    severity: dict[str, str] = field(default_factory=dict)
+    messages: dict[str, str] = field(default_factory=dict)
+    examples: dict[str, dict[str, list[dict[str, str]]]] = field(default_factory=dict)
+    checks: list[str] = field(default_factory=list)
+    fail_on: dict[str, float] = field(default_factory=dict)
+    exceeded: list[dict[str, Any]] = field(default_factory=list)
+    rows_with_warnings: int = 0
+    seconds: float = 0.0
+
+    def rate(self, key: str) -> float:
+        """Share of input rows flagged by a code, or by any code of a severity ("error"/"warn")."""
+        if not self.rows_in:
+            return 0.0
+        if key == "error":
+            return self.rejected / self.rows_in
+        if key == "warn":
+            return self.rows_with_warnings / self.rows_in
+        return sum(self.counts.get(key, {}).values()) / self.rows_in
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, ensure_ascii=False, sort_keys=False)
+
+
+# ---------------------------------------------------------------- judging one batch
+
+
+def judge_batch(
+    batch: pa.RecordBatch, checks: list[Check], overrides: dict[str, Severity] | None = None
+) -> Judged:
+    """Run the checks over one batch and route its rows (pure: the same batch gives the same result)."""
+    batch = _conform(with_reasons(batch))
+    pre_rejected = rejected_mask(batch, overrides)
+    # rows the source could not read arrive already rejected (source.*): nothing to check
+    if batch.num_rows and not pre_rejected.all():
+        for check in checks:
+            batch = check.process(batch)
+    reject = rejected_mask(batch, overrides)
+    splits = pc.fill_null(batch.column("category"), "unknown").to_pylist()
+    row_codes = [list(dict.fromkeys(r or [])) for r in batch.column(REASONS).to_pylist()]
+    counts: dict[tuple[str, str], int] = defaultdict(int)
+    examples: dict[tuple[str, str], list[dict[str, str]]] = defaultdict(list)
+    warn_rows = 0
+    rows_by_split: dict[str, int] = defaultdict(int)
+    rejected_by_split: dict[str, int] = defaultdict(int)
+    pylist_cache: dict[int, dict[str, Any]] = {}
+
+    def row_at(i: int) -> dict[str, Any]:
+        if i not in pylist_cache:
+            pylist_cache[i] = batch.slice(i, 1).to_pylist()[0]
+        return pylist_cache[i]
+
+    for i, (split, codes) in enumerate(zip(splits, row_codes, strict=True)):
+        rows_by_split[split] += 1
+        rejected_by_split[split] += int(reject[i])
+        if any(severity_of(c, overrides) == "warn" for c in codes):
+            warn_rows += 1
+        for code in codes:
+            counts[(code, split)] += 1
+            if len(examples[(code, split)]) < EXAMPLES_PER_CODE:
+                row = row_at(i)
+                examples[(code, split)].append({"uuid": row.get("uuid") or "", "snippet": snippet(row, code, checks)})
+    snippets = []
+    for i in np.nonzero(reject)[0]:
+        codes = row_codes[int(i)]
+        first = next((c for c in codes if severity_of(c, overrides) == "error"), codes[0])
+        snippets.append(snippet(row_at(int(i)), first, checks))
+    mask = pa.array(reject)
+    rejected = batch.filter(mask)
+    rejected = rejected.append_column(pa.field("snippet", pa.string()), pa.array(snippets, pa.string()))
+    return Judged(
+        accepted=batch.filter(pc.invert(mask)),
+        rejected=rejected,
+        rows=dict(rows_by_split),
+        rejected_rows=dict(rejected_by_split),
+        warn_rows=warn_rows,
+        counts=dict(counts),
+        examples=dict(examples),
+    )
+
+
+def snippet(row: dict[str, Any], code: str, checks: Iterable[Check]) -> str:
+    """The offending part of `row` for `code`, private spans masked."""
+    check = check_for_code(checks, code)
+    if check is not None:
+        text = check.describe(row, code)
+    elif row.get("metadata") and str(row["metadata"]).startswith('{"source_error"'):
+        text = shorten(str(row["metadata"]))
+    else:
+        text = shorten(final_answer_of_row(row))
+    return mask_private(text)
+
+
+def _conform(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """The batch in exactly ACCEPTED_SCHEMA (sources may hand large_string or extra columns)."""
+    if batch.schema.equals(ACCEPTED_SCHEMA):
+        return batch
+    try:
+        cols = [batch.column(f.name).cast(f.type) for f in ACCEPTED_SCHEMA]
+    except (KeyError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+        raise PosttrainError(f"batch does not fit the Nemotron schema: {err}", fix="open it with posttrain.sources") from None
+    return pa.RecordBatch.from_arrays(cols, schema=ACCEPTED_SCHEMA)
+
+
+# ---------------------------------------------------------------- parallel judging
+
+
+def judged_stream(
+    batches: Iterable[pa.RecordBatch],
+    checks: list[Check],
+    overrides: dict[str, Severity] | None,
+    workers: int = 1,
+) -> Iterator[tuple[int, Judged]]:
+    """(rows in, judged) per batch, in input order; `workers > 1` judges batches on threads.
+
+    Threads, not processes: the heavy part of every check is Arrow compute, which releases the GIL,
+    so threads use the cores without pickling 20 MB batches to and fro or paying a process start
+    (measured: a spawn pool was slower than one thread on the 6,000-row benchmark). math-verify
+    still runs in its own processes (see `posttrain.checks.verify_pool`).
+    """
+    if workers <= 1:
+        for b in batches:
+            yield b.num_rows, judge_batch(b, checks, overrides)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="validate") as pool:
+        inflight: deque[tuple[int, Future[Judged]]] = deque()
+        for b in batches:
+            inflight.append((b.num_rows, pool.submit(judge_batch, b, checks, overrides)))
+            if len(inflight) >= 2 * workers:  # bounded: at most 2 batches per worker in memory
+                n, fut = inflight.popleft()
+                yield n, fut.result()
+        while inflight:
+            n, fut = inflight.popleft()
+            yield n, fut.result()
+
+
+# ---------------------------------------------------------------- the run
+
+
+class PartWriter:
+    """Writes `dir/part-00000.parquet`, `part-00001...`: a new part every `rows_per_part` rows, row
+    groups of exactly `group_rows` rows, so the bytes do not depend on the batch size upstream."""
+
+    def __init__(
+        self, directory: Path, schema: pa.Schema, rows_per_part: int = 100_000, group_rows: int = 2048
+    ) -> None:
+        self.directory, self.schema = directory, schema
+        self.rows_per_part, self.group_rows = rows_per_part, min(group_rows, rows_per_part)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.part, self.rows_in_part, self.rows = 0, 0, 0
+        self._writer: pq.ParquetWriter | None = None
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_rows = 0
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows:
+            self._pending.append(batch)
+            self._pending_rows += batch.num_rows
+        while self._pending_rows >= self.group_rows:
+            self._flush(self.group_rows)
+
+    def _flush(self, n: int) -> None:
+        table = pa.Table.from_batches(self._pending, schema=self.schema)
+        # one contiguous chunk per row group: Parquet pages break at chunk edges, so without this the
+        # bytes would depend on the upstream batch size
+        head, rest = table.slice(0, n).combine_chunks(), table.slice(n)
+        self._pending, self._pending_rows = rest.to_batches(), rest.num_rows
+        while head.num_rows:
+            if self._writer is None:
+                path = self.directory / f"part-{self.part:05d}.parquet"
+                self._writer = pq.ParquetWriter(path, self.schema, compression="zstd")
+            take = min(head.num_rows, self.rows_per_part - self.rows_in_part)
+            self._writer.write_table(head.slice(0, take), row_group_size=self.group_rows)
+            head = head.slice(take)
+            self.rows_in_part += take
+            self.rows += take
+            if self.rows_in_part >= self.rows_per_part:
+                self._writer.close()
+                self._writer, self.part, self.rows_in_part = None, self.part + 1, 0
+
+    def close(self) -> None:
+        if self._pending_rows:
+            self._flush(self._pending_rows)
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        elif self.part == 0:  # always leave one (possibly empty) part
+            pq.write_table(self.schema.empty_table(), self.directory / "part-00000.parquet")
+
+
+def parse_fail_on(specs: Iterable[str] | None) -> dict[str, float]:
+    """`["error=0.05", "think.unclosed=0"]` -> {key: rate}; a key is a reason code or a severity.
+
+    >>> parse_fail_on(["error=0.05", "math.mismatch=0.1%"])
+    {'error': 0.05, 'math.mismatch': 0.001}
+    """
+    out: dict[str, float] = {}
+    for spec in specs or []:
+        for item in spec.split(","):
+            key, sep, value = item.strip().partition("=")
+            try:
+                rate = float(value.rstrip("%")) / (100 if value.endswith("%") else 1)
+            except ValueError:
+                rate = -1.0
+            if not sep or not key or not 0 <= rate <= 1:
+                raise PosttrainError(
+                    f"bad --fail-on {item.strip()!r}", place="--fail-on", fix="write CODE_OR_SEVERITY=RATE, e.g. error=0.05"
+                )
+            out[key.strip()] = rate
+    return out
+
+
+def parse_severity(specs: Iterable[str] | None) -> dict[str, Severity]:
+    """`["privacy.email=error"]` -> {code: severity}.
+
+    >>> parse_severity(["privacy.email=error,math.mismatch=warn"])
+    {'privacy.email': 'error', 'math.mismatch': 'warn'}
+    """
+    out: dict[str, Severity] = {}
+    for spec in specs or []:
+        for item in spec.split(","):
+            code, _, sev = item.strip().partition("=")
+            if sev not in SEVERITIES or not code:
+                raise PosttrainError(f"bad --severity {item.strip()!r}", place="--severity", fix="write CODE=error or CODE=warn")
+            out[code.strip()] = sev  # type: ignore[assignment]
+    return out
+
+
+def run_validate(
+    source: Any,
+    out_dir: str | Path,
+    checks: list[Check] | None = None,
+    fail_on: dict[str, float] | None = None,
+    severity_overrides: dict[str, Severity] | None = None,
+    progress: bool = True,
+    workers: int = 1,
+    batch_size: int = 1024,
+    rows_per_part: int = 100_000,
+) -> ValidateSummary:
+    """Validate `source` (a `posttrain.sources.Source`, or anything with `iter_batches`) into `out_dir`."""
+    checks = default_checks() if checks is None else checks
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    accepted = PartWriter(out / "accepted", ACCEPTED_SCHEMA, rows_per_part)
+    rejects = PartWriter(out / "rejects", REJECTS_SCHEMA, rows_per_part)
+    summary = ValidateSummary(checks=[type(c).__name__ for c in checks], fail_on=dict(fail_on or {}))
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    examples: dict[str, dict[str, list[dict[str, str]]]] = defaultdict(lambda: defaultdict(list))
+    started = time.perf_counter()
+    batches = _source_batches(source, batch_size)
+    with _progress(progress, getattr(source, "num_rows", None)) as advance, _closing(checks):
+        for n, judged in judged_stream(batches, checks, severity_overrides, workers):
+            accepted.write(judged.accepted)
+            rejects.write(judged.rejected)
+            summary.rows_in += n
+            summary.rows_with_warnings += judged.warn_rows
+            for split, k in judged.rows.items():
+                s = summary.splits.setdefault(split, {"rows_in": 0, "accepted": 0, "rejected": 0})
+                s["rows_in"] += k
+                s["rejected"] += judged.rejected_rows.get(split, 0)
+                s["accepted"] = s["rows_in"] - s["rejected"]
+            for (code, split), k in judged.counts.items():
+                counts[code][split] += k
+            for (code, split), ex in judged.examples.items():
+                room = EXAMPLES_PER_CODE - len(examples[code][split])
+                examples[code][split].extend(ex[: max(0, room)])
+            advance(n)
+    accepted.close()
+    rejects.close()
+    summary.accepted, summary.rejected = accepted.rows, rejects.rows
+    if summary.rows_in != summary.accepted + summary.rejected:  # the "nothing lost" proof
+        raise AssertionError(f"rows lost: {summary.rows_in} in, {summary.accepted} + {summary.rejected} out")
+    _finish(summary, checks, counts, examples, severity_overrides, started)
+    (out / "summary.json").write_text(summary.to_json() + "\n", encoding="utf-8")
+    return summary
+
+
+@contextmanager
+def _closing(checks: list[Check]) -> Iterator[None]:
+    """Stop the checks' helper processes (math-verify) when the run ends, however it ends."""
+    try:
+        yield
+    finally:
+        for check in checks:
+            check.close()
+
+
+def _source_batches(source: Any, batch_size: int) -> Iterator[pa.RecordBatch]:
+    try:
+        yield from source.iter_batches(batch_size=batch_size, with_reasons=True)
+    except TypeError:  # a plain reader without `with_reasons`
+        yield from source.iter_batches(batch_size=batch_size)
+
+
+def _finish(
+    summary: ValidateSummary,
+    checks: list[Check],
+    counts: dict[str, dict[str, int]],
+    examples: dict[str, dict[str, list[dict[str, str]]]],
+    overrides: dict[str, Severity] | None,
+    started: float,
+) -> None:
+    declared = reason_codes()
+    codes = sorted({c for check in checks for c in check.codes} | set(counts))
+    summary.counts = {c: dict(sorted(counts.get(c, {}).items())) for c in codes}
+    summary.severity = {c: severity_of(c, overrides) for c in codes}
+    summary.messages = {c: declared[c].message for c in codes if c in declared}
+    summary.examples = {c: {s: v for s, v in sorted(examples[c].items())} for c in codes if c in examples}
+    summary.splits = dict(sorted(summary.splits.items()))
+    for key, limit in summary.fail_on.items():
+        rate = summary.rate(key)
+        if rate > limit:
+            summary.exceeded.append({"key": key, "rate": round(rate, 6), "limit": limit})
+    summary.seconds = round(time.perf_counter() - started, 3)
+
+
+class _RateColumn(ProgressColumn):
+    """Rows per second (rich's own speed columns speak of bytes or iterations)."""
+
+    def render(self, task: Any) -> Text:
+        return Text(f"{task.speed or 0:,.0f} rows/s")
+
+
+class _progress:
+    """A rich progress bar (rows, rows/s, ETA) with a total from parquet metadata; a no-op when off."""
+
+    def __init__(self, enabled: bool, total: int | None) -> None:
+        self.enabled, self.total = enabled, total
+        self._bar: Any = None
+
+    def __enter__(self) -> Any:
+        if not self.enabled:
+            return lambda n: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        from posttrain.commands._common import err_console
+
+        self._bar = Progress(
+            TextColumn("validate"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            _RateColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+            transient=False,
+        )
+        self._bar.__enter__()
+        task = self._bar.add_task("validate", total=self.total)
+        return lambda n: self._bar.advance(task, n)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)

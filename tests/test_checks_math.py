@@ -1,0 +1,104 @@
+"""Math answers: boxed extraction (property-tested), the exact shortcut, and math-verify in a pool."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pyarrow as pa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from posttrain.checks.math import BoxedAnswerCheck, boxed_answers, quick_verdict, same_answer
+from posttrain.checks.verify_pool import MathVerifier
+from posttrain.schema import NEMOTRON_SCHEMA
+
+
+def row(answer, expected="\\frac{1}{2}", category="math"):
+    meta = json.dumps({"expected_answer": expected}) if expected is not None else "{}"
+    return {
+        "uuid": "u", "category": category, "reasoning": "on", "metadata": meta,
+        "messages": [{"role": "user", "content": "q", "tool_calls": []},
+                     {"role": "assistant", "content": answer, "tool_calls": []}],
+    }  # fmt: skip
+
+
+def run(check, *rows):
+    b = pa.RecordBatch.from_pylist(list(rows), schema=NEMOTRON_SCHEMA)
+    return check.process(b).column("reasons").to_pylist()
+
+
+def test_boxed_extraction_tricky():
+    assert boxed_answers(r"\boxed{\frac{1}{2}}") == [r"\frac{1}{2}"]
+    assert boxed_answers(r"\boxed{\left\{ 1, 2 \right\}}") == [r"\left\{ 1, 2 \right\}"]
+    assert boxed_answers(r"\boxed {x^{2}} then \fbox{3}") == ["x^{2}", "3"]
+    assert boxed_answers(r"\boxed{never closed") == []
+    assert boxed_answers("答案是 \\boxed{五}") == ["五"]
+
+
+balanced = st.recursive(
+    st.text(alphabet="abc123+-^ ", max_size=5),
+    lambda inner: st.builds(lambda a, b: a + "{" + b + "}", st.text(alphabet="xy ", max_size=3), inner),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet="pq .\n", max_size=10), balanced, st.text(alphabet="rs .\n", max_size=10))
+def test_boxed_roundtrip(before, inner, after):
+    assert boxed_answers(f"{before}\\boxed{{{inner}}}{after}") == [inner]
+
+
+def test_same_answer_shortcut():
+    assert same_answer(r"\dfrac{1}{2}", r"\frac{1}{2}")
+    assert same_answer("(1, 2)", r"\left( 1,\ 2 \right)")
+    assert same_answer(r"\boxed{7}", "7.")
+    assert same_answer("0.5", r"\frac{1}{2}") and same_answer("-3/4", r"-\frac{6}{8}")  # exact numbers
+    assert quick_verdict("44", "45") == "mismatch"
+    assert quick_verdict("x+1", "1+x") is None  # symbolic: math-verify's to decide
+
+
+def test_math_codes_with_pool():
+    check = BoxedAnswerCheck(verify_timeout=5)
+    rows = [
+        row("<think>t \\boxed{9}</think>so \\boxed{\\frac{1}{2}}"),  # boxed in the trace does not count
+        row("<think>t</think>so \\boxed{0.5}"),  # equal by math-verify
+        row("<think>t</think>so \\boxed{3}"),
+        row("<think>t \\boxed{\\frac{1}{2}}</think>the answer is one half"),
+        row("<think>t</think>\\boxed{1} or \\boxed{\\frac{1}{2}}"),
+        row("<think>t</think>\\boxed{\\frac{1}{2}} and again \\boxed{\\dfrac{1}{2}}"),
+        row("<think>t</think>\\boxed{)(}", expected="\\frac{1}{2}"),
+        row("<think>t</think>no answer", category="chat"),
+        row("<think>never closed \\boxed{3}"),
+        row("<think>t</think>\\boxed{5}", expected=None),
+        row("<think>t</think>\\boxed{1 + x}", expected="x+1"),  # math-verify: equal
+        row("<think>t</think>\\boxed{x^3}", expected="x^2"),  # math-verify: different
+    ]
+    try:
+        got = run(check, *rows)
+    finally:
+        check.verifier.close()
+    assert got == [
+        [], [], ["math.mismatch"], ["math.no_boxed"], ["math.multiple_boxed"], [], ["math.unverifiable"], [], [], [],
+        [], ["math.mismatch"],
+    ]  # fmt: skip
+
+
+def test_check_pickles_without_pool():
+    check = BoxedAnswerCheck()
+    check.verifier._ensure_pool()
+    try:
+        clone = pickle.loads(pickle.dumps(check))
+        assert clone.verifier._pool is None
+    finally:
+        check.verifier.close()
+
+
+def test_verifier_outcomes():
+    v = MathVerifier(timeout=5)
+    try:
+        assert v.verify_many([("2", "2.0"), ("x+1", "1+x"), ("3", "4"), ("1", "")]) == [
+            "ok", "ok", "mismatch", "unverifiable",
+        ]  # fmt: skip
+    finally:
+        v.close()
