@@ -25,7 +25,6 @@ COMMAND_MODULES = (
     "dedup",
     "decontaminate",
     "select",
-    "recipe",
     "prepare",
     "export",
     "train",

@@ -1,0 +1,114 @@
+"""`posttrain prepare [RECIPE]` and `posttrain recipe --default`."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from posttrain.commands._common import SOURCE_HELP, console, err_console
+
+
+def register(app: typer.Typer) -> None:
+    app.command("prepare")(prepare)
+    app.command("recipe")(recipe)
+
+
+def recipe(
+    default: Annotated[bool, typer.Option("--default", help="Print the default recipe (every key, with defaults).")] = False,
+    check: Annotated[str | None, typer.Option("--check", help="Validate a recipe file and print it resolved.")] = None,
+) -> None:
+    """Print the default recipe, or check a recipe file."""
+    from posttrain.recipe import default_recipe, load_recipe
+
+    if not default and not check:
+        raise typer.BadParameter("give --default or --check FILE")
+    r = load_recipe(check) if check else default_recipe()
+    print(f"# posttrain recipe (hash {r.hash()})")
+    print(r.to_yaml(), end="")
+
+
+def prepare(
+    recipe_file: Annotated[str | None, typer.Argument(metavar="[RECIPE]", help="Recipe YAML; default: the default recipe.")] = None,
+    source: Annotated[str | None, typer.Option(help=SOURCE_HELP)] = None,
+    split: Annotated[list[str] | None, typer.Option("--split", "-s", help="Split(s); repeat or comma-separate.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Stop after this many input rows.")] = None,
+    out: Annotated[str | None, typer.Option(help="Output directory (default: the recipe's, out/prepare).")] = None,
+    engine: Annotated[str | None, typer.Option(help="local | processes | ray")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (processes) or CPUs (ray).")] = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (ray engine).")] = None,
+    seq_len: Annotated[int | None, typer.Option(help="Pack length in tokens.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for sampling, dedup tie-breaks and pack order.")] = None,
+    hub_mirror: Annotated[str | None, typer.Option(help="Read a hub id from this local directory (offline).")] = None,
+) -> None:
+    """The whole pipeline: source -> checks -> dedup/decontamination -> render -> tokenize (verified masks)
+    -> pack -> shards + manifest.json + a dataset card. Rerunning resumes: finished work units are kept."""
+    from posttrain.pipeline.prepare import run_prepare
+    from posttrain.recipe import apply_overrides, load_recipe
+
+    splits = [s.strip() for item in split for s in item.split(",") if s.strip()] if split else None
+    r = apply_overrides(
+        load_recipe(recipe_file),
+        source=source, split=splits, limit=limit, out=out, engine=engine, workers=workers,
+        address=address, seq_len=seq_len, seed=seed, hub_mirror=hub_mirror,
+    )
+    progress = Progress(
+        TextColumn("[bold]prepare[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("rows · {task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=False,
+    )
+    state = {"task": None, "t0": time.perf_counter(), "rows": 0, "tokens": 0}
+
+    def on_start(total: int | None, n_units: int) -> None:
+        state["task"] = progress.add_task("prepare", total=total, rate="")
+
+    def on_unit(result: dict) -> None:
+        state["rows"] += result["rows_in"]
+        state["tokens"] += result["tokens"]
+        dt = max(time.perf_counter() - state["t0"], 1e-9)
+        rate = f"{state['rows'] / dt:,.0f} rows/s · {state['tokens'] / dt / 1e6:,.2f}M tokens/s"
+        progress.update(state["task"], advance=result["rows_in"], rate=rate)
+
+    with progress:
+        manifest = run_prepare(r, on_start=on_start, on_unit=on_unit, log=lambda m: progress.console.log(m))
+    _print_summary(manifest, r.output.dir)
+
+
+def _print_summary(m: dict, out: str) -> None:
+    rows, tok, pack = m["rows"], m["tokens"], m["pack"]
+    t = Table(title=f"posttrain prepare → {out}", title_justify="left", show_header=False)
+    t.add_column(justify="left")
+    t.add_column(justify="right")
+    t.add_row("rows in", f"{rows['in']:,}")
+    t.add_row("rows out (packed)", f"{rows['out']:,}")
+    t.add_row("rows rejected", f"{rows['rejected']:,}")
+    for code, n in sorted(rows["rejected_by_reason"].items(), key=lambda kv: -kv[1]):
+        t.add_row(f"  {code}", f"{n:,}", style="dim")
+    t.add_row("tokens", f"{tok['tokens']:,}")
+    t.add_row("trained tokens", f"{tok['trained_tokens']:,} ({tok['trained_tokens'] / max(tok['tokens'], 1):.1%})")
+    t.add_row("packs", f"{pack['packs']:,} × {pack['seq_len']:,}")
+    t.add_row("pack efficiency", f"{pack['efficiency']:.3%}")
+    t.add_row("shards", f"{len(m['shards'])}")
+    t.add_row("seconds", f"{m['run']['seconds']['total']:.1f}")
+    console.print(t)
+    ok = rows["in"] == rows["out"] + rows["rejected"]
+    console.print(
+        f"rows in {rows['in']:,} == out {rows['out']:,} + rejected {rows['rejected']:,}: "
+        + ("[green]ok[/]" if ok else "[red]MISMATCH[/]")
+    )
