@@ -208,3 +208,37 @@ def test_pack_counts_match_tokens_by_category(prepared: Path):
         t = pq.read_table(prepared / "shards" / s["file"], columns=["input_ids"])
         total += int(pc.sum(pc.list_value_length(t.column("input_ids"))).as_py())
     assert total == m["tokens"]["tokens"] == sum(m["tokens"]["tokens_by_category"].values())
+
+
+# ---- mixing inside prepare -------------------------------------------------------------------------
+
+MIX = {
+    "select": {"seed": 3, "mix": {"by": "category", "rows": 1200,
+                                  "weights": {"math": 0.4, "code": 0.2, "chat": 0.2, "stem": 0.1, "tool_calling": 0.1}}},
+    "pack": {"seq_len": 8192},
+}
+
+
+def packed_uuids(out: Path) -> list[str]:
+    return sorted(u for f in sorted((out / "shards").glob("*.parquet"))
+                  for us in pq.read_table(f, columns=["uuids"]).column("uuids").to_pylist() for u in us)
+
+
+def test_mix_gives_the_same_rows_twice_and_under_another_batch_size(tmp_path: Path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    r = run_prepare_cli(str(write_recipe(tmp_path, MIX)), "--out", str(a))
+    assert r.exit_code == 0, r.output
+    assert "mixture: asked vs achieved" in r.output
+    other = {**MIX, "engine": {"batch_size": 37}}
+    r = run_prepare_cli(str(write_recipe(tmp_path, other, "other.yaml")), "--out", str(b))
+    assert r.exit_code == 0, r.output
+    assert packed_uuids(a) == packed_uuids(b)
+    m = json.loads((a / "manifest.json").read_text())
+    assert m["rows"]["in"] == m["rows"]["out"] + m["rows"]["rejected"]
+    achieved = {row["key"]: row["achieved_rows"] for row in m["mixture"]}
+    assert achieved == {"math": 480, "code": 240, "chat": 240, "stem": 120, "tool_calling": 120}
+    # math asks for more rows than survive the checks: rows repeat under uuid#r1, never silently short
+    repeats = [u for u in packed_uuids(a) if "#r" in u]
+    assert repeats and all(u.split("#r")[0] in packed_uuids(a) for u in repeats)
+    assert len(packed_uuids(a)) == 1200
+    assert m["rows"]["rejected_by_reason"]["select.unsampled"] > 0

@@ -107,6 +107,18 @@ def _print_summary(m: dict, out: str) -> None:
     t.add_row("shards", f"{len(m['shards'])}")
     t.add_row("seconds", f"{m['run']['seconds']['total']:.1f}")
     console.print(t)
+    if m.get("mixture"):
+        mt = Table(title="mixture: asked vs achieved", title_justify="left")
+        for col in ("group", "asked", "asked share", "available", "achieved rows", "achieved share", "tokens"):
+            mt.add_column(col, justify="left" if col == "group" else "right")
+        for r in m["mixture"]:
+            mt.add_row(
+                r["key"], f"{r['asked']:,.0f} {r['unit']}" if r["asked"] is not None else "-",
+                f"{r['asked_share']:.1%}" if r["asked_share"] is not None else "-",
+                f"{r['available_rows']:,}" if r["available_rows"] is not None else "-",
+                f"{r['achieved_rows']:,}", f"{r['achieved_share']:.1%}", f"{r['achieved_tokens']:,}",
+            )
+        console.print(mt)
     ok = rows["in"] == rows["out"] + rows["rejected"]
     console.print(
         f"rows in {rows['in']:,} == out {rows['out']:,} + rejected {rows['rejected']:,}: "

@@ -27,6 +27,7 @@ class DocIndex:
     length: np.ndarray  # int64 tokens
     key: np.ndarray  # uint64 hash of the uuid
     uuid: np.ndarray  # object, only for reduce decisions and reports
+    copy: np.ndarray | None = None  # int64 repeat number when a mix repeats rows (epochs > 1)
 
     @classmethod
     def load(cls, work: Path, units: list[int]) -> DocIndex:
@@ -47,7 +48,8 @@ class DocIndex:
         return cls(unit, row, length, keys, uuids)
 
     def subset(self, keep: np.ndarray) -> DocIndex:
-        return DocIndex(self.unit[keep], self.row[keep], self.length[keep], self.key[keep], self.uuid[keep])
+        copy = self.copy[keep] if self.copy is not None else None
+        return DocIndex(self.unit[keep], self.row[keep], self.length[keep], self.key[keep], self.uuid[keep], copy)
 
 
 def _gather(work: Path, index: DocIndex, doc_ids: np.ndarray, cache: dict[int, pa.Table]) -> pa.Table:
@@ -80,6 +82,10 @@ def write_packed_shards(
         shard_bins = bins[start : start + config.shard_packs]
         doc_ids = np.concatenate(shard_bins)
         docs = _gather(work, index, doc_ids, cache)
+        if index.copy is not None:
+            from posttrain.pipeline.mix import rename_copies
+
+            docs = rename_copies(docs, index.copy[doc_ids])
         local, pos = [], 0
         for b in shard_bins:
             local.append(np.arange(pos, pos + b.size))

@@ -55,12 +55,6 @@ def build_row_stages(recipe: Recipe, source_is_sample: bool) -> tuple[list[Stage
         )
         severity.update(recipe.validate_.severity)
     if recipe.select is not None:
-        if recipe.select.mix is not None:
-            raise RecipeError(
-                "select.mix (weights, quotas, epochs) is not run inside prepare yet",
-                place="select.mix",
-                fix="run `posttrain select --recipe FILE` first and prepare its output; filters (select.where) work here",
-            )
         if recipe.select.where:
             from posttrain.select import FilterStage
 
@@ -142,17 +136,30 @@ def run_prepare(
         for red in dedup_reductions(work, units, index, recipe.dedup, alive):
             reductions.append(red)
             alive &= ~red.drop
+    pack_index = index.subset(alive)
+    mixture: list[dict] | None = None
+    if recipe.select is not None and recipe.select.mix is not None:
+        from posttrain.pipeline.mix import mix_copies, repeat_index
+
+        say("mixing: drawing rows by hash(seed, uuid) to the recipe's weights and quotas")
+        copies, red, mixture = mix_copies(work, units, index, alive, recipe.select)
+        if red is not None:
+            reductions.append(red)
+            alive &= ~red.drop
+        pack_index = repeat_index(index.subset(alive), copies[alive])
     t_reduce = time.perf_counter() - t_reduce
 
     t_pack = time.perf_counter()
     shard_dir = out / "shards"
     if shard_dir.exists():
         shutil.rmtree(shard_dir)
-    shards, stats = write_packed_shards(work, shard_dir, index.subset(alive), recipe.pack, recipe.seed)
+    shards, stats = write_packed_shards(work, shard_dir, pack_index, recipe.pack, recipe.seed)
     t_pack = time.perf_counter() - t_pack
 
     reduce_counts = collect_rejects(work, units, reductions, index, out)
     manifest = build_manifest(recipe, src, results, reduce_counts, index, alive, shards, stats, reductions)
+    if mixture is not None:
+        manifest["mixture"] = mixture
     manifest["run"] = {
         "engine": recipe.engine.name,
         "workers": recipe.engine.workers,
