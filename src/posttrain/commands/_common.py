@@ -6,7 +6,7 @@ import functools
 import sys
 import traceback
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -25,6 +25,17 @@ SOURCE_HELP = (
     "A local file, directory or glob (parquet / JSONL / JSONL.gz), or a hub id such as "
     "nvidia/Nemotron-Post-Training-Dataset-v1 (hf://datasets/... also works). Default: the bundled sample."
 )
+
+# The options every streaming command shares, declared once.
+SourceArg = Annotated[str | None, typer.Argument(help=SOURCE_HELP, show_default=False)]
+SplitOpt = Annotated[list[str] | None, typer.Option("--split", "-s", help="Split(s) to read; repeat or comma-separate.")]
+FormatOpt = Annotated[
+    str | None,
+    typer.Option(help="Force the input format: nemotron-v1, nemotron-v2, llama-nemotron, llama-nemotron-text, openai."),
+]
+MirrorOpt = Annotated[
+    str | None, typer.Option(help="Read a hub id from this local directory laid out like the hub repo (offline).")
+]
 
 
 def open_cli_source(

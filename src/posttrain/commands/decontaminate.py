@@ -8,7 +8,7 @@ import typer
 from pydantic import ValidationError
 from rich.table import Table
 
-from posttrain.commands._common import SOURCE_HELP, console, open_cli_source
+from posttrain.commands._common import SourceArg, SplitOpt, console, open_cli_source
 from posttrain.errors import RecipeError
 
 
@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
 
 
 def decontaminate(
-    source: Annotated[str | None, typer.Argument(help=SOURCE_HELP, show_default=False)] = None,
+    source: SourceArg = None,
     out: Annotated[str, typer.Option("--out", "-o", help="Output directory: kept/, removed/, report.json, report.html.")] = ...,  # type: ignore[assignment]
     benchmarks: Annotated[
         str,
@@ -30,7 +30,7 @@ def decontaminate(
     ] = 0.5,
     policy: Annotated[str, typer.Option(help="drop: hit rows go to removed/; flag: they stay, with a warning code.")] = "drop",
     include_responses: Annotated[bool, typer.Option(help="Scan assistant turns too, not only the prompt.")] = False,
-    split: Annotated[list[str] | None, typer.Option("--split", "-s", help="Split(s) to read; repeat or comma-separate.")] = None,
+    split: SplitOpt = None,
     limit: Annotated[int | None, typer.Option(help="Read at most this many rows.")] = None,
     batch_size: Annotated[int, typer.Option(help="Rows per Arrow batch.")] = 1024,
     hub_mirror: Annotated[str | None, typer.Option(help="Read a hub id from this local directory (offline).")] = None,

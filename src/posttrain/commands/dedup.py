@@ -8,18 +8,8 @@ from typing import Annotated, Literal
 import typer
 from pydantic import ValidationError
 
-from posttrain.commands._common import SOURCE_HELP, console, open_cli_source
+from posttrain.commands._common import FormatOpt, MirrorOpt, SourceArg, SplitOpt, console, open_cli_source
 from posttrain.errors import PosttrainError
-
-SourceArg = Annotated[str | None, typer.Argument(help=SOURCE_HELP, show_default=False)]
-SplitOpt = Annotated[list[str] | None, typer.Option("--split", "-s", help="Split(s) to read; repeat or comma-separate.")]
-FormatOpt = Annotated[
-    str | None,
-    typer.Option(help="Force the input format: nemotron-v1, nemotron-v2, llama-nemotron, llama-nemotron-text, openai."),
-]
-MirrorOpt = Annotated[
-    str | None, typer.Option(help="Read a hub id from this local directory laid out like the hub repo (offline).")
-]
 
 
 def register(app: typer.Typer) -> None:

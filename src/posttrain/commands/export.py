@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from posttrain.commands._common import SOURCE_HELP, console, open_cli_source
+from posttrain.commands._common import SourceArg, console, open_cli_source
 
 FORMAT_HELP = (
     "openai (messages + tools), sharegpt (conversations), alpaca (instruction/input/output), text (rendered)."
@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
 
 
 def export(
-    source: Annotated[str | None, typer.Argument(help=SOURCE_HELP, show_default=False)] = None,
+    source: SourceArg = None,
     format: Annotated[str, typer.Option("--format", "-f", help=FORMAT_HELP)] = "openai",
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("export"),
     split: Annotated[

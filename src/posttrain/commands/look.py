@@ -13,17 +13,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from posttrain.commands._common import SOURCE_HELP, console, open_cli_source
-
-SourceArg = Annotated[str | None, typer.Argument(help=SOURCE_HELP, show_default=False)]
-SplitOpt = Annotated[list[str] | None, typer.Option("--split", "-s", help="Split(s) to read; repeat or comma-separate.")]
-FormatOpt = Annotated[
-    str | None,
-    typer.Option(help="Force the input format: nemotron-v1, nemotron-v2, llama-nemotron, llama-nemotron-text, openai."),
-]
-MirrorOpt = Annotated[
-    str | None, typer.Option(help="Read a hub id from this local directory laid out like the hub repo (offline).")
-]
+from posttrain.commands._common import FormatOpt, MirrorOpt, SourceArg, SplitOpt, console, open_cli_source
 
 ROLE_STYLE = {"system": "magenta", "user": "cyan", "assistant": "green", "tool": "yellow"}
 

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import typer
 
-from posttrain.commands._common import SOURCE_HELP, console, handle_errors, open_cli_source
+from posttrain.commands._common import SourceArg, console, handle_errors, open_cli_source
 from posttrain.errors import PosttrainError
 from posttrain.schema import NEMOTRON_SCHEMA, V1_SPLIT_FILE_PREFIX
 from posttrain.stage import REASONS, REASONS_TYPE, split_rejected
@@ -101,7 +101,7 @@ def run_rehydrate(source: Any, out: Path, stage: Any, batch_size: int = 1024) ->
 
 @handle_errors
 def rehydrate(
-    source: Annotated[str | None, typer.Argument(help=SOURCE_HELP, show_default=False)] = None,
+    source: SourceArg = None,
     code_source: Annotated[
         list[str] | None,
         typer.Option("--code-source", help="NAME=PATH or NAME=HUB_ID for code prompts; NAME is the metadata "

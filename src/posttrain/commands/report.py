@@ -7,14 +7,13 @@ from typing import Annotated
 
 import typer
 
-from posttrain.commands._common import SOURCE_HELP, console, open_cli_source
+from posttrain.commands._common import SOURCE_HELP, SplitOpt, console, open_cli_source
 from posttrain.errors import PosttrainError
 
 SourceArg = Annotated[
     str | None,
     typer.Argument(help=SOURCE_HELP + " Or a `posttrain validate --out` directory.", show_default=False),
 ]
-SplitOpt = Annotated[list[str] | None, typer.Option("--split", "-s", help="Split(s) to read; repeat or comma-separate.")]
 
 
 def register(app: typer.Typer) -> None:

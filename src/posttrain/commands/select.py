@@ -10,7 +10,7 @@ import yaml
 from pydantic import ValidationError
 from rich.table import Table
 
-from posttrain.commands._common import SOURCE_HELP, console, open_cli_source
+from posttrain.commands._common import SourceArg, SplitOpt, console, open_cli_source
 from posttrain.errors import RecipeError
 
 
@@ -49,7 +49,7 @@ def load_select_config(recipe: str | None, where: list[str], seed: int | None, s
 
 
 def select(
-    source: Annotated[str | None, typer.Argument(help=SOURCE_HELP, show_default=False)] = None,
+    source: SourceArg = None,
     out: Annotated[str, typer.Option("--out", "-o", help="Output directory: kept/, rejects/, summary.json.")] = ...,  # type: ignore[assignment]
     recipe: Annotated[str | None, typer.Option(help="Recipe YAML; its `select:` section (seed, where, mix, shuffle).")] = None,
     where: Annotated[
@@ -59,7 +59,7 @@ def select(
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the draw and the shuffle (overrides the recipe).")] = None,
     shuffle: Annotated[bool | None, typer.Option("--shuffle/--no-shuffle", help="Streaming global shuffle by hash.")] = None,
-    split: Annotated[list[str] | None, typer.Option("--split", "-s", help="Split(s) to read; repeat or comma-separate.")] = None,
+    split: SplitOpt = None,
     limit: Annotated[int | None, typer.Option(help="Read at most this many rows.")] = None,
     hub_mirror: Annotated[str | None, typer.Option(help="Read a hub id from this local directory (offline).")] = None,
 ) -> None:

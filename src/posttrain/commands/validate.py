@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from posttrain.commands._common import SOURCE_HELP, console, handle_errors, open_cli_source
+from posttrain.commands._common import SourceArg, console, handle_errors, open_cli_source
 
 
 def register(app: typer.Typer) -> None:
@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
 
 @handle_errors
 def validate(
-    source: Annotated[str | None, typer.Argument(help=SOURCE_HELP, show_default=False)] = None,
+    source: SourceArg = None,
     out: Annotated[str, typer.Option("--out", "-o", help="Output directory.")] = "validated",
     split: Annotated[
         list[str] | None, typer.Option("--split", "-s", help="Split(s) to read; repeat or comma-separate.")
