@@ -52,45 +52,65 @@ class DocIndex:
         return DocIndex(self.unit[keep], self.row[keep], self.length[keep], self.key[keep], self.uuid[keep], copy)
 
 
-def _gather(work: Path, index: DocIndex, doc_ids: np.ndarray, cache: dict[int, pa.Table]) -> pa.Table:
+def _gather(work: Path, index: DocIndex, doc_ids: np.ndarray) -> pa.Table:
     """The documents `doc_ids` (positions in `index`), in that order, from the unit spools."""
     units = index.unit[doc_ids]
     pieces: list[pa.Table] = []
     order_parts: list[np.ndarray] = []
     for u in np.unique(units):
         sel = np.flatnonzero(units == u)
-        if u not in cache:
-            cache.clear()  # keep one unit mapped at a time: bounded address space, not memory
-            cache[int(u)] = open_docs(work, int(u))
-        pieces.append(cache[int(u)].take(pa.array(index.row[doc_ids[sel]])))
+        docs = open_docs(work, int(u))  # memory-mapped: opening is cheap, pages are read on take
+        pieces.append(docs.take(pa.array(index.row[doc_ids[sel]])))
         order_parts.append(sel)
     table = pa.concat_tables(pieces)
     where = np.concatenate(order_parts)
     return table.take(pa.array(np.argsort(where, kind="stable")))
 
 
+def _write_one_shard(
+    work: Path, out_dir: Path, index: DocIndex, shard_bins: list[np.ndarray], config: PackConfig, s: int
+) -> tuple[ShardInfo, PackStats]:
+    doc_ids = np.concatenate(shard_bins)
+    docs = _gather(work, index, doc_ids)
+    if index.copy is not None:
+        from posttrain.pipeline.mix import rename_copies
+
+        docs = rename_copies(docs, index.copy[doc_ids])
+    local, pos = [], 0
+    for b in shard_bins:
+        local.append(np.arange(pos, pos + b.size))
+        pos += b.size
+    table, st = assemble_packs(docs, local, config)
+    return write_shard(table, out_dir / f"shard-{s:05d}.parquet", config), st
+
+
 def write_packed_shards(
-    work: Path, out_dir: Path, index: DocIndex, config: PackConfig, seed: int
+    work: Path, out_dir: Path, index: DocIndex, config: PackConfig, seed: int, threads: int = 2
 ) -> tuple[list[ShardInfo], PackStats]:
-    """Plan bins over every document, then write shards of `config.shard_packs` packs each."""
+    """Plan bins over every document, then write shards of `config.shard_packs` packs each.
+
+    Shards are independent once the bins are planned, so `threads` of them are built at once:
+    Arrow's take, numpy and the parquet encoder release the GIL, so threads use the cores without
+    copying the plan to other processes. At most `threads` shards are in memory; results are
+    collected in shard order, so bytes and the manifest do not depend on the thread count.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     out_dir.mkdir(parents=True, exist_ok=True)
     bins = plan_bins(index.length, index.key, config, seed)
+    groups = [bins[start : start + config.shard_packs] for start in range(0, len(bins), config.shard_packs)]
     shards: list[ShardInfo] = []
     stats = PackStats()
-    cache: dict[int, pa.Table] = {}
-    for s, start in enumerate(range(0, len(bins), config.shard_packs)):
-        shard_bins = bins[start : start + config.shard_packs]
-        doc_ids = np.concatenate(shard_bins)
-        docs = _gather(work, index, doc_ids, cache)
-        if index.copy is not None:
-            from posttrain.pipeline.mix import rename_copies
-
-            docs = rename_copies(docs, index.copy[doc_ids])
-        local, pos = [], 0
-        for b in shard_bins:
-            local.append(np.arange(pos, pos + b.size))
-            pos += b.size
-        table, st = assemble_packs(docs, local, config)
-        shards.append(write_shard(table, out_dir / f"shard-{s:05d}.parquet", config))
-        stats = stats.merge(st)
+    with ThreadPoolExecutor(max(1, threads), thread_name_prefix="pack") as pool:
+        pending = []
+        for s, group in enumerate(groups):
+            pending.append(pool.submit(_write_one_shard, work, out_dir, index, group, config, s))
+            if len(pending) > threads:  # bounded: finished shards are consumed in order
+                info, st = pending.pop(0).result()
+                shards.append(info)
+                stats = stats.merge(st)
+        for fut in pending:
+            info, st = fut.result()
+            shards.append(info)
+            stats = stats.merge(st)
     return shards, stats

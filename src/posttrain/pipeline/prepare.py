@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections import Counter
@@ -153,7 +154,8 @@ def run_prepare(
     shard_dir = out / "shards"
     if shard_dir.exists():
         shutil.rmtree(shard_dir)
-    shards, stats = write_packed_shards(work, shard_dir, pack_index, recipe.pack, recipe.seed)
+    threads = min(os.cpu_count() or 2, 4)
+    shards, stats = write_packed_shards(work, shard_dir, pack_index, recipe.pack, recipe.seed, threads)
     t_pack = time.perf_counter() - t_pack
 
     reduce_counts = collect_rejects(work, units, reductions, index, out)
