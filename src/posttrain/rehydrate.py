@@ -339,9 +339,24 @@ class RestorePrompts(Stage):
                      for k, v in (code_sources or {}).items()}  # fmt: skip
         self.chat = KeyedSource(chat_source, "chat", "lmsys-chat-1m", hub_mirror) if chat_source else None
         self.keep_unrecoverable = keep_unrecoverable
-        self.counts: dict[str, Counter] = {"restored": Counter(), "unrecoverable": Counter()}
+        self.counts: dict[str, Counter] = {}
         self.mismatched_turns = 0
         self.unrecoverable_keys: list[str] = []
+        self.reset_counts()
+
+    def reset_counts(self) -> None:
+        """Start counting afresh (a work unit reports only its own rows)."""
+        self.counts = {"restored": Counter(), "unrecoverable": Counter()}
+        self.mismatched_turns = 0
+        self.unrecoverable_keys = []
+
+    def merge_summary(self, unit: dict[str, Any]) -> None:
+        """Add a work unit's `summary()`; units merged in order list the same first keys as one stream."""
+        self.counts["restored"].update(unit["restored"])
+        self.counts["unrecoverable"].update(unit["unrecoverable"])
+        self.mismatched_turns += unit["mismatched_user_turns"]
+        room = max(0, MAX_KEYS_LISTED - len(self.unrecoverable_keys))
+        self.unrecoverable_keys.extend(unit["unrecoverable_keys"][:room])
 
     def summary(self) -> dict[str, Any]:
         """Counts per source: restored, unrecoverable (first 1,000 failing keys listed), mismatches."""

@@ -27,7 +27,18 @@ from rich.text import Text
 
 from posttrain.checks import Check, check_for_code, default_checks, mask_private
 from posttrain.checks._base import final_answer_of_row, shorten
+from posttrain.engine.rowmap import (
+    LOCAL,
+    UNITS_DIR,
+    FragmentRows,
+    UnitOutput,
+    fragment_rows,
+    remove_units,
+    run_units,
+    unit_batches,
+)
 from posttrain.errors import PosttrainError
+from posttrain.pipeline.unit import SourceSpec
 from posttrain.schema import NEMOTRON_SCHEMA
 from posttrain.stage import (
     REASONS,
@@ -205,6 +216,78 @@ def judged_stream(
 # ---------------------------------------------------------------- the run
 
 
+@dataclass
+class _Totals:
+    """What summary.json adds up over batches (or units, merged in unit order): counts add, and the
+    first EXAMPLES_PER_CODE examples per code and split are kept, as one stream would keep them."""
+
+    rows_in: int = 0
+    warn_rows: int = 0
+    splits: dict[str, dict[str, int]] = field(default_factory=dict)
+    counts: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(int)))
+    examples: dict[str, dict[str, list[dict[str, str]]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(list))
+    )
+
+    def add(self, n: int, judged: Judged) -> None:
+        self._fold(n, judged.warn_rows, {s: (k, judged.rejected_rows.get(s, 0)) for s, k in judged.rows.items()},
+                   judged.counts.items(), judged.examples.items())
+
+    def merge(self, unit: dict[str, Any]) -> None:
+        """Fold in a unit's `to_json()`."""
+        counts = [((c, s), k) for c, by in unit["counts"].items() for s, k in by.items()]
+        examples = [((c, s), ex) for c, by in unit["examples"].items() for s, ex in by.items()]
+        splits = {s: (v["rows_in"], v["rejected"]) for s, v in unit["splits"].items()}
+        self._fold(unit["rows_in"], unit["warn_rows"], splits, counts, examples)
+
+    def _fold(self, n: int, warn_rows: int, splits: dict[str, tuple[int, int]], counts: Iterable, examples: Iterable) -> None:
+        self.rows_in += n
+        self.warn_rows += warn_rows
+        for split, (k, rejected) in splits.items():
+            s = self.splits.setdefault(split, {"rows_in": 0, "accepted": 0, "rejected": 0})
+            s["rows_in"] += k
+            s["rejected"] += rejected
+            s["accepted"] = s["rows_in"] - s["rejected"]
+        for (code, split), k in counts:
+            self.counts[code][split] += k
+        for (code, split), ex in examples:
+            room = EXAMPLES_PER_CODE - len(self.examples[code][split])
+            self.examples[code][split].extend(ex[: max(0, room)])
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rows_in": self.rows_in, "warn_rows": self.warn_rows, "splits": self.splits,
+                "counts": {c: dict(v) for c, v in self.counts.items()},
+                "examples": {c: dict(v) for c, v in self.examples.items()}}
+
+
+@dataclass
+class ValidateUnit:
+    """One work unit of `validate` on the processes/ray engines: judge fragment `index` into a unit dir."""
+
+    rows: FragmentRows
+    work: Path
+    checks: list[Check]
+    overrides: dict[str, Severity] | None = None
+
+    def __call__(self, index: int) -> dict[str, Any]:
+        writer = UnitOutput(self.work, index)
+        totals = _Totals()
+        try:
+            for n, judged in judged_stream(self.rows.batches(index), self.checks, self.overrides):
+                writer.write("accepted", judged.accepted)
+                writer.write("rejects", judged.rejected)
+                totals.add(n, judged)
+            result = {"unit": index, **totals.to_json()}
+            writer.commit(result)
+            return result
+        except BaseException:
+            writer.abort()
+            raise
+        finally:
+            for check in self.checks:  # a worker may hold math-verify processes: stop them per unit
+                check.close()
+
+
 class PartWriter:
     """Writes `dir/part-00000.parquet`, `part-00001...`: a new part every `rows_per_part` rows, row
     groups of exactly `group_rows` rows, so the bytes do not depend on the batch size upstream."""
@@ -304,41 +387,53 @@ def run_validate(
     workers: int = 1,
     batch_size: int = 1024,
     rows_per_part: int = 100_000,
+    engine: str = LOCAL,
+    source_spec: SourceSpec | None = None,
+    address: str | None = None,
 ) -> ValidateSummary:
-    """Validate `source` (a `posttrain.sources.Source`, or anything with `iter_batches`) into `out_dir`."""
+    """Validate `source` (a `posttrain.sources.Source`, or anything with `iter_batches`) into `out_dir`.
+
+    `engine="local"` streams here, judging batches on `workers` threads; `processes`/`ray` run one
+    unit per fragment on `workers` processes/CPUs (`source_spec` reopens the source there) and merge
+    the units in order, so the files are the same bytes as a local run's.
+    """
     checks = default_checks() if checks is None else checks
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     accepted = PartWriter(out / "accepted", ACCEPTED_SCHEMA, rows_per_part)
     rejects = PartWriter(out / "rejects", REJECTS_SCHEMA, rows_per_part)
     summary = ValidateSummary(checks=[type(c).__name__ for c in checks], fail_on=dict(fail_on or {}))
-    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    examples: dict[str, dict[str, list[dict[str, str]]]] = defaultdict(lambda: defaultdict(list))
+    totals = _Totals()
     started = time.perf_counter()
-    batches = _source_batches(source, batch_size)
     with _progress(progress, getattr(source, "num_rows", None)) as advance, _closing(checks):
-        for n, judged in judged_stream(batches, checks, severity_overrides, workers):
-            accepted.write(judged.accepted)
-            rejects.write(judged.rejected)
-            summary.rows_in += n
-            summary.rows_with_warnings += judged.warn_rows
-            for split, k in judged.rows.items():
-                s = summary.splits.setdefault(split, {"rows_in": 0, "accepted": 0, "rejected": 0})
-                s["rows_in"] += k
-                s["rejected"] += judged.rejected_rows.get(split, 0)
-                s["accepted"] = s["rows_in"] - s["rejected"]
-            for (code, split), k in judged.counts.items():
-                counts[code][split] += k
-            for (code, split), ex in judged.examples.items():
-                room = EXAMPLES_PER_CODE - len(examples[code][split])
-                examples[code][split].extend(ex[: max(0, room)])
-            advance(n)
+        if engine == LOCAL:
+            for n, judged in judged_stream(_source_batches(source, batch_size), checks, severity_overrides, workers):
+                accepted.write(judged.accepted)
+                rejects.write(judged.rejected)
+                totals.add(n, judged)
+                advance(n)
+        else:
+            work = out / UNITS_DIR
+            unit = ValidateUnit(fragment_rows(source, source_spec, batch_size), work, checks, severity_overrides)
+            n_units = len(source.fragments)
+
+            def on_result(result: dict[str, Any]) -> None:
+                totals.merge(result)
+                advance(result["rows_in"])
+
+            run_units(unit, n_units, work, engine=engine, workers=workers, address=address, on_result=on_result)
+            for name, writer in (("accepted", accepted), ("rejects", rejects)):
+                for batch in unit_batches(work, n_units, name):
+                    writer.write(batch)
     accepted.close()
     rejects.close()
+    summary.rows_in, summary.rows_with_warnings, summary.splits = totals.rows_in, totals.warn_rows, totals.splits
     summary.accepted, summary.rejected = accepted.rows, rejects.rows
     if summary.rows_in != summary.accepted + summary.rejected:  # the "nothing lost" proof
         raise AssertionError(f"rows lost: {summary.rows_in} in, {summary.accepted} + {summary.rejected} out")
-    _finish(summary, checks, counts, examples, severity_overrides, started)
+    if engine != LOCAL:
+        remove_units(out / UNITS_DIR)
+    _finish(summary, checks, totals.counts, totals.examples, severity_overrides, started)
     (out / "summary.json").write_text(summary.to_json() + "\n", encoding="utf-8")
     return summary
 

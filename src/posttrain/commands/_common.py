@@ -37,6 +37,26 @@ MirrorOpt = Annotated[
     str | None, typer.Option(help="Read a hub id from this local directory laid out like the hub repo (offline).")
 ]
 
+# The engine options every row-streaming command shares (validate, decontaminate, export, rehydrate;
+# dedup and select accept them and explain that they need the local engine).
+EngineOpt = Annotated[
+    str, typer.Option(help="Where the work runs: local (this process), processes (a local pool over fragments), ray.")
+]
+AddressOpt = Annotated[str | None, typer.Option(help="Ray cluster address (ray engine; default: start a local one).")]
+UnitRowsOpt = Annotated[
+    int | None, typer.Option(hidden=True, help="Rows per work unit (fragment) for processes/ray (default 10,000).")
+]
+
+
+def engine_workers(engine: str, workers: int) -> int:
+    """`--workers 0` means the CPU count (at most 8), whatever the engine."""
+    import os
+
+    from posttrain.engine.rowmap import check_engine
+
+    check_engine(engine, workers)
+    return workers if workers > 0 else min(os.cpu_count() or 1, 8)
+
 
 def open_cli_source(
     source: str | None,

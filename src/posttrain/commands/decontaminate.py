@@ -8,7 +8,15 @@ import typer
 from pydantic import ValidationError
 from rich.table import Table
 
-from posttrain.commands._common import SourceArg, SplitOpt, console, open_cli_source
+from posttrain.commands._common import (
+    AddressOpt,
+    EngineOpt,
+    SourceArg,
+    SplitOpt,
+    UnitRowsOpt,
+    console,
+    engine_workers,
+)
 from posttrain.errors import RecipeError
 
 
@@ -34,9 +42,14 @@ def decontaminate(
     limit: Annotated[int | None, typer.Option(help="Read at most this many rows.")] = None,
     batch_size: Annotated[int, typer.Option(help="Rows per Arrow batch.")] = 1024,
     hub_mirror: Annotated[str | None, typer.Option(help="Read a hub id from this local directory (offline).")] = None,
+    engine: EngineOpt = "local",
+    workers: Annotated[int, typer.Option(help="Worker processes (processes) or CPUs (ray); 0 = the CPU count.")] = 0,
+    address: AddressOpt = None,
+    unit_rows: UnitRowsOpt = None,
 ) -> None:
     """Find benchmark leaks by word n-gram overlap: DIR/kept/, DIR/removed/, DIR/report.json, DIR/report.html."""
     from posttrain.dedup.decontaminate import DecontamConfig, run_decontaminate
+    from posttrain.engine.rowmap import open_row_source
 
     try:
         config = DecontamConfig(
@@ -46,8 +59,9 @@ def decontaminate(
     except ValidationError as err:
         first = err.errors()[0]
         raise RecipeError(first["msg"], place="--" + str(first["loc"][0]).replace("_", "-")) from None
-    src = open_cli_source(source, split, limit, None, hub_mirror)
-    report = run_decontaminate(src, out, config)
+    n_workers = engine_workers(engine, workers)
+    src, spec = open_row_source(source, split, limit, None, hub_mirror, unit_rows)
+    report = run_decontaminate(src, out, config, engine=engine, workers=n_workers, source_spec=spec, address=address)
     table = Table(title=f"decontamination ({ngram}-grams, min overlap {min_overlap}, policy {policy})")
     for col in ("benchmark", "items", "items hit", "rows hit"):
         table.add_column(col, justify="left" if col == "benchmark" else "right")

@@ -8,7 +8,16 @@ from typing import Annotated, Literal
 import typer
 from pydantic import ValidationError
 
-from posttrain.commands._common import FormatOpt, MirrorOpt, SourceArg, SplitOpt, console, open_cli_source
+from posttrain.commands._common import (
+    AddressOpt,
+    EngineOpt,
+    FormatOpt,
+    MirrorOpt,
+    SourceArg,
+    SplitOpt,
+    console,
+    open_cli_source,
+)
 from posttrain.errors import PosttrainError
 
 
@@ -41,10 +50,16 @@ def dedup(
     batch_size: Annotated[int, typer.Option(help="Rows per Arrow batch.")] = 1024,
     format: FormatOpt = None,
     hub_mirror: MirrorOpt = None,
+    engine: EngineOpt = "local",
+    workers: Annotated[int, typer.Option(help="Accepted for symmetry; this command runs on one process.")] = 0,
+    address: AddressOpt = None,
 ) -> None:
     """Exact then near dedup: DIR/kept/, DIR/removed/ (reason, twin_uuid, cluster_id), DIR/clusters.parquet."""
     from posttrain.dedup.config import DedupConfig
     from posttrain.dedup.run import run_dedup
+    from posttrain.engine.rowmap import whole_stream_only
+
+    whole_stream_only("dedup", engine, "inside `prepare` it runs as a reduce step")
 
     field_v: Literal["prompt", "conversation"] = field  # type: ignore[assignment]
     try:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from posttrain.commands._common import SourceArg, console, open_cli_source
+from posttrain.commands._common import AddressOpt, EngineOpt, SourceArg, UnitRowsOpt, console, engine_workers
 
 FORMAT_HELP = (
     "openai (messages + tools), sharegpt (conversations), alpaca (instruction/input/output), text (rendered)."
@@ -37,12 +37,21 @@ def export(
         typer.Option(help="Chat template for --format text (built-in name, folder, .jinja or hub id)."),
     ] = None,
     gzip: Annotated[bool, typer.Option("--gzip", help="Write .jsonl.gz instead of .jsonl.")] = False,
+    engine: EngineOpt = "local",
+    workers: Annotated[int, typer.Option(help="Worker processes (processes) or CPUs (ray); 0 = the CPU count.")] = 0,
+    address: AddressOpt = None,
+    unit_rows: UnitRowsOpt = None,
 ) -> None:
     """Write one JSONL file per category in DIR, rejects with reason codes, and DIR/export.json."""
+    from posttrain.engine.rowmap import open_row_source
     from posttrain.exports import export_source
 
-    src = open_cli_source(source, split, limit)
-    summary = export_source(src, format, out, alpaca_style=alpaca_style, compress=gzip, template=template)
+    n_workers = engine_workers(engine, workers)
+    src, spec = open_row_source(source, split, limit, unit_rows=unit_rows)
+    summary = export_source(
+        src, format, out, alpaca_style=alpaca_style, compress=gzip, template=template,
+        engine=engine, workers=n_workers, source_spec=spec, address=address,
+    )  # fmt: skip
     rejected = sum(summary.rejected.values())
     console.print(
         f"exported {summary.rows_out:,} of {summary.rows_in:,} rows as {format} to {out}"

@@ -10,7 +10,7 @@ import yaml
 from pydantic import ValidationError
 from rich.table import Table
 
-from posttrain.commands._common import SourceArg, SplitOpt, console, open_cli_source
+from posttrain.commands._common import AddressOpt, EngineOpt, SourceArg, SplitOpt, console, open_cli_source
 from posttrain.errors import RecipeError
 
 
@@ -62,13 +62,19 @@ def select(
     split: SplitOpt = None,
     limit: Annotated[int | None, typer.Option(help="Read at most this many rows.")] = None,
     hub_mirror: Annotated[str | None, typer.Option(help="Read a hub id from this local directory (offline).")] = None,
+    engine: EngineOpt = "local",
+    workers: Annotated[int, typer.Option(help="Accepted for symmetry; this command runs on one process.")] = 0,
+    address: AddressOpt = None,
 ) -> None:
     """Filter and mix rows deterministically: DIR/kept/ (+ source_uuid), DIR/rejects/ (reasons), DIR/summary.json.
 
     Recipe shape: select: {seed, where: [...], mix: {by, rows|tokens, weights, quotas, epochs, reasoning_on,
     rest}, shuffle}. See the posttrain.select module documentation.
     """
+    from posttrain.engine.rowmap import whole_stream_only
     from posttrain.select import FILTERED, UNSAMPLED, run_select
+
+    whole_stream_only("select", engine, "inside `prepare` mixing runs as a reduce step")
 
     config = load_select_config(recipe, where or [], seed, shuffle)
     src = open_cli_source(source, split, limit, None, hub_mirror)

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-import os
 from typing import Annotated
 
 import typer
 
-from posttrain.commands._common import SourceArg, console, handle_errors, open_cli_source
+from posttrain.commands._common import (
+    AddressOpt,
+    EngineOpt,
+    SourceArg,
+    UnitRowsOpt,
+    console,
+    engine_workers,
+)
 
 
 def register(app: typer.Typer) -> None:
     app.command("validate")(validate)
 
 
-@handle_errors
 def validate(
     source: SourceArg = None,
     out: Annotated[str, typer.Option("--out", "-o", help="Output directory.")] = "validated",
@@ -44,19 +49,26 @@ def validate(
     tokenizer: Annotated[
         str | None, typer.Option(help="Tokenizer for --max-tokens: tokenizer.json / .model path or hub id (default Llama-3).")
     ] = None,
-    workers: Annotated[int, typer.Option(help="Worker processes judging batches (default: the CPU count).")] = 0,
+    workers: Annotated[
+        int,
+        typer.Option(help="local: threads judging batches; processes/ray: worker processes/CPUs (0 = the CPU count)."),
+    ] = 0,
     batch_size: Annotated[int, typer.Option(help="Rows per batch.")] = 1024,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    engine: EngineOpt = "local",
+    address: AddressOpt = None,
+    unit_rows: UnitRowsOpt = None,
 ) -> None:
     """Check every row; write DIR/accepted/, DIR/rejects/ (with reasons and snippets) and DIR/summary.json."""
     from posttrain.checks import build_checks
+    from posttrain.engine.rowmap import open_row_source
     from posttrain.validate import parse_fail_on, parse_severity, run_validate
 
     limits = parse_fail_on(fail_on)
     overrides = parse_severity(severity)
     chosen = build_checks(checks, restored=restored, max_chars=max_chars, max_tokens=max_tokens, tokenizer=tokenizer)
-    src = open_cli_source(source, split, limit)
-    n_workers = workers if workers > 0 else min(os.cpu_count() or 1, 8)
+    n_workers = engine_workers(engine, workers)
+    src, spec = open_row_source(source, split, limit, unit_rows=unit_rows)
     summary = run_validate(
         src,
         out,
@@ -66,6 +78,9 @@ def validate(
         progress=progress,
         workers=n_workers,
         batch_size=batch_size,
+        engine=engine,
+        source_spec=spec,
+        address=address,
     )
     console.print(
         f"rows_in {summary.rows_in} == accepted {summary.accepted} + rejected {summary.rejected}"

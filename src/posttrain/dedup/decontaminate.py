@@ -38,6 +38,18 @@ import xxhash
 from pydantic import BaseModel, ConfigDict, Field
 
 from posttrain.benchmarks import BUILTIN, BenchmarkItem, load_benchmarks
+from posttrain.engine.rowmap import (
+    LOCAL,
+    UNITS_DIR,
+    FragmentRows,
+    UnitOutput,
+    fragment_rows,
+    remove_units,
+    run_units,
+    unit_batches,
+    unit_schema,
+)
+from posttrain.pipeline.unit import SourceSpec
 from posttrain.stage import (
     Severity,
     Stage,
@@ -330,7 +342,9 @@ class ParquetParts:
         full = (table.num_rows // self.row_group_rows) * self.row_group_rows
         cut = table.num_rows if final else full
         for start in range(0, cut, self.row_group_rows):
-            self._writer.write_table(table.slice(start, min(self.row_group_rows, cut - start)))
+            # one contiguous chunk per row group: parquet pages break at chunk edges, so without this
+            # the bytes would depend on how the rows were batched upstream (batch size, work units)
+            self._writer.write_table(table.slice(start, min(self.row_group_rows, cut - start)).combine_chunks())
         rest = table.slice(cut)
         self._buffer, self._buffered = ([rest] if rest.num_rows else []), rest.num_rows
 
@@ -372,10 +386,24 @@ class _Tally:
             "uuid": uuid, "benchmark": hit.benchmark, "item_id": hit.item_id, "overlap": round(hit.overlap, 4),
             "matched_ngrams": hit.matched, "ngrams": hit.ngrams[:8], "row_text": text[:3000], "item_text": item_text[:3000],
         }
+        self._push(hit.overlap, hit.matched, entry)
+
+    def _push(self, overlap: float, matched: int, entry: dict) -> None:
         # heap on (overlap, matched, uuid desc) keeps the best K deterministically
-        heapq.heappush(self.top, (hit.overlap, hit.matched, _neg(uuid + key[1]), entry))
+        heapq.heappush(self.top, (overlap, matched, _neg(entry["uuid"] + entry["item_id"]), entry))
         if len(self.top) > self.top_k:
             heapq.heappop(self.top)
+
+    def to_json(self) -> dict:
+        """A unit's state: its rows per item and its own best K (the best K of all units is among them)."""
+        return {"item_rows": [[b, i, n] for (b, i), n in sorted(self.item_rows.items())],
+                "top": [[o, m, e] for o, m, _, e in self.top]}
+
+    def merge(self, unit: dict) -> None:
+        for b, i, n in unit["item_rows"]:
+            self.item_rows[(b, i)] = self.item_rows.get((b, i), 0) + n
+        for overlap, matched, entry in unit["top"]:
+            self._push(overlap, matched, {k: entry[k] for k in _ENTRY_KEYS})  # result.json sorted the keys
 
     def benchmarks(self) -> dict[str, dict]:
         out: dict[str, dict] = {}
@@ -388,13 +416,20 @@ class _Tally:
         return [e for *_, e in sorted(self.top, key=lambda x: x[:3], reverse=True)]
 
 
+_ENTRY_KEYS = ("uuid", "benchmark", "item_id", "overlap", "matched_ngrams", "ngrams", "row_text", "item_text")
+
+
 def _neg(s: str) -> tuple[int, ...]:
     return tuple(-b for b in s.encode())
 
 
 def run_decontaminate(source: Any, out_dir: str | Path, config: DecontamConfig | None = None,
-                      items: Sequence[BenchmarkItem] | None = None) -> dict:
+                      items: Sequence[BenchmarkItem] | None = None, *, engine: str = LOCAL, workers: int = 2,
+                      source_spec: SourceSpec | None = None, address: str | None = None) -> dict:
     """Scan `source` (anything with `iter_batches(batch_size, with_reasons=...)`) against the benchmarks.
+
+    `engine` "processes"/"ray" scans one unit per fragment on `workers` processes/CPUs (`source_spec`
+    reopens the source there) and merges the units in order: the same bytes as a local run.
 
     Writes `kept/`, `removed/` (with the best hit: benchmark, item id, overlap, matched n-grams),
     `hits.parquet` (every row x item hit), `report.json` and `report.html`; returns the report dict.
@@ -413,21 +448,30 @@ def run_decontaminate(source: Any, out_dir: str | Path, config: DecontamConfig |
     kept, removed, evidence = ParquetParts(out / "kept"), ParquetParts(out / "removed"), ParquetParts(out, _EVIDENCE, name="hits.parquet")
     rows_in = flagged = 0
     schema = None
-    for batch in _iter_source(source, config.batch_size):
-        batch = with_reasons(batch)
-        schema = schema or batch.schema
-        rows_in += batch.num_rows
-        hits = stage.find(batch)
-        batch = add_reasons(batch, [DECONTAM_CODE if h else None for h in hits])
-        flagged += sum(1 for h in hits if h)
-        _record(batch, hits, tally, item_text, evidence, config.include_responses)
-        mask = rejected_mask(batch, config.severity_overrides())
-        kept.write(batch.filter(pa.array(~mask)))
-        if mask.any():
-            removed.write(_with_evidence(batch, hits, mask))
+    if engine == LOCAL:
+        for batch in _iter_source(source, config.batch_size):
+            batch = with_reasons(batch)
+            schema = schema or batch.schema
+            rows_in += batch.num_rows
+            flagged += _scan(batch, stage, tally, item_text, config, kept, removed, evidence)
+    else:
+        work = out / UNITS_DIR
+        unit = DecontamUnit(fragment_rows(source, source_spec, config.batch_size), work, stage, item_text, config)
+        n_units = len(source.fragments)
+        for r in run_units(unit, n_units, work, engine=engine, workers=workers, address=address):
+            rows_in, flagged = rows_in + r["rows_in"], flagged + r["rows_hit"]
+            tally.merge(r["tally"])
+        for name, sink in (("kept", kept), ("removed", removed), ("hits", evidence)):
+            for b in unit_batches(work, n_units, name):
+                sink.write(b)
+        schema = unit_schema(work, n_units, "kept")
+        if schema is None and (removed_schema := unit_schema(work, n_units, "removed")) is not None:
+            schema = pa.schema(list(removed_schema)[:-4])  # without the four decontam_* columns
     kept.close(schema)
     removed.close(_evidence_schema(schema) if schema is not None else None)
     evidence.close()
+    if engine != LOCAL:
+        remove_units(out / UNITS_DIR)
     report = {
         "config": config.model_dump(), "index": {"items": len(items), "ngrams": int(len(index.hashes)),
                                                  "gram_lengths": list(index.lengths)},
@@ -438,6 +482,57 @@ def run_decontaminate(source: Any, out_dir: str | Path, config: DecontamConfig |
     (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
     (out / "report.html").write_text(render_html(report), encoding="utf-8")
     return report
+
+
+def _scan(batch: pa.RecordBatch, stage: DecontaminateStage, tally: _Tally, item_text: dict, config: DecontamConfig,
+          kept: Any, removed: Any, evidence: Any) -> int:
+    """Judge one batch (with its reasons column) into the sinks; returns the rows that hit a benchmark."""
+    hits = stage.find(batch)
+    batch = add_reasons(batch, [DECONTAM_CODE if h else None for h in hits])
+    _record(batch, hits, tally, item_text, evidence, config.include_responses)
+    mask = rejected_mask(batch, config.severity_overrides())
+    kept.write(batch.filter(pa.array(~mask)))
+    if mask.any():
+        removed.write(_with_evidence(batch, hits, mask))
+    return sum(1 for h in hits if h)
+
+
+class _UnitSink:
+    """One named table of a unit, with the `write` of a ParquetParts."""
+
+    def __init__(self, unit: UnitOutput, name: str) -> None:
+        self.unit, self.name = unit, name
+
+    def write(self, data: pa.RecordBatch | pa.Table) -> None:
+        self.unit.write(self.name, data)
+
+
+@dataclass
+class DecontamUnit:
+    """One work unit of `decontaminate` on the processes/ray engines: scan fragment `index` into a unit dir."""
+
+    rows: FragmentRows
+    work: Path
+    stage: DecontaminateStage
+    item_text: dict
+    config: DecontamConfig
+
+    def __call__(self, index: int) -> dict:
+        writer = UnitOutput(self.work, index)
+        tally = _Tally({}, self.config.top_hits)
+        rows_in = flagged = 0
+        sinks = [_UnitSink(writer, name) for name in ("kept", "removed", "hits")]
+        try:
+            for batch in self.rows.batches(index):
+                batch = with_reasons(batch)
+                rows_in += batch.num_rows
+                flagged += _scan(batch, self.stage, tally, self.item_text, self.config, *sinks)
+            result = {"unit": index, "rows_in": rows_in, "rows_hit": flagged, "tally": tally.to_json()}
+            writer.commit(result)
+            return result
+        except BaseException:
+            writer.abort()
+            raise
 
 
 def _iter_source(source: Any, batch_size: int):
