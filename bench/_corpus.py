@@ -64,7 +64,8 @@ def _take(rng: random.Random, pool: list[str], want: int, sep: str) -> str:
 def make_row(i: int, split: str, mean_bytes: int, seed: int) -> dict:
     rng = random.Random(f"{seed}-{i}")
     prose, code = _pieces()
-    total = max(2000, int(rng.lognormvariate(0, 0.6) * mean_bytes * 0.84))
+    # lognormal lengths (sigma 0.9, mean = mean_bytes): short chat-like rows and a long reasoning tail
+    total = max(400, int(rng.lognormvariate(0, 0.9) * mean_bytes / 1.5))
     prompt = _take(rng, prose, min(1500, total // 10), "\n\n")
     trace = _take(rng, prose, int(total * 0.6), "\n\n")
     if split == "code":
