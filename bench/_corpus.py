@@ -13,6 +13,7 @@ import ast
 import json
 import random
 import sysconfig
+import textwrap
 import uuid as uuidlib
 from functools import cache
 from pathlib import Path
@@ -46,10 +47,18 @@ def _pieces() -> tuple[list[str], list[str]]:
                     prose.append(" ".join(doc.split()))
             if isinstance(node, ast.FunctionDef):
                 # slicing lines by lineno: ast.get_source_segment re-splits the file on every call
-                seg = "\n".join(lines[node.lineno - 1 : node.end_lineno])
-                if 300 < len(seg) < 4000:
+                seg = textwrap.dedent("\n".join(lines[node.lineno - 1 : node.end_lineno]))
+                if 300 < len(seg) < 4000 and _parses(seg):
                     code.append(seg)
     return prose, code
+
+
+def _parses(code: str) -> bool:
+    try:
+        ast.parse(code)
+    except SyntaxError:
+        return False
+    return True
 
 
 def _take(rng: random.Random, pool: list[str], want: int, sep: str) -> str:
