@@ -449,10 +449,14 @@ def _closing(checks: list[Check]) -> Iterator[None]:
 
 
 def _source_batches(source: Any, batch_size: int) -> Iterator[pa.RecordBatch]:
+    from posttrain.sources.reader import prefetch
+
     try:
-        yield from source.iter_batches(batch_size=batch_size, with_reasons=True)
+        batches = source.iter_batches(batch_size=batch_size, with_reasons=True)
     except TypeError:  # a plain reader without `with_reasons`
-        yield from source.iter_batches(batch_size=batch_size)
+        batches = source.iter_batches(batch_size=batch_size)
+    # decode the next batches while this one is judged and written
+    yield from prefetch(iter(batches), depth=2)
 
 
 def _finish(

@@ -221,3 +221,48 @@ def _read_jsonl(frag: Fragment, batch_size: int, log: ReadLog) -> Iterator[pa.Re
             pending = []
     if pending:
         yield fill_category(pa.RecordBatch.from_pylist(pending, schema=NEMOTRON_SCHEMA), frag.split)
+
+
+def prefetch(batches: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[pa.RecordBatch]:
+    """Read ahead `depth` batches on a background thread, in order.
+
+    Parquet decoding releases the GIL, so the next batches are decoded while the caller works on
+    this one; `depth` bounds the memory held. An error in the reader is raised in the caller.
+
+    >>> list(prefetch(iter([1, 2, 3])))
+    [1, 2, 3]
+    """
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    done = object()
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            for item in batches:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            q.put(exc)
+
+    thread = threading.Thread(target=run, name="prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
