@@ -64,7 +64,8 @@ def info(
     if json_out:
         print(json.dumps({"source": src.spec, "splits": dict(sorted(per.items())), "total": total}, indent=2))
         return
-    table = Table(title=f"{src.spec}", title_justify="left")
+    title = src.spec if source else f"bundled sample ({src.spec})"
+    table = Table(title=title, title_justify="left")
     for col in ("split", "files", "fragments", "rows", "data bytes", "file bytes"):
         table.add_column(col, justify="left" if col == "split" else "right")
     for name, d in sorted(per.items()):
