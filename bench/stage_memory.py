@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/stage_memory.py [--sizes 200000,2000000] [--work /tmp/pt-stage-memory]
 
-Rows are the bundled sample's, repeated with fresh uuids (so dedup sees the planted duplicates
-and nothing more) in the hub layout. Each stage runs as a whole process under /usr/bin/time:
+Rows are the bundled sample's, repeated with fresh uuids, in the hub layout: the content repeats,
+so dedup removes nearly every copy (its records are per row all the same, which is what this
+measures). Each stage runs as a whole process under /usr/bin/time:
 `posttrain validate`, `dedup`, `decontaminate`, `select` (a weighted mix with a shuffle),
 `export --format openai`. Prints seconds, rows/s and peak RSS per stage and size, and the ratio of
 the peaks.
