@@ -38,7 +38,7 @@ def make(root: Path, n_rows: int) -> None:
     """n_rows rows in the hub layout: the sample's rows of each split, repeated with new uuids."""
     (root / "data").mkdir(parents=True, exist_ok=True)
     per_split = n_rows // len(V1_SPLIT_FILE_PREFIX)
-    for split, prefix in V1_SPLIT_FILE_PREFIX.items():
+    for prefix in V1_SPLIT_FILE_PREFIX.values():
         base = pq.read_table(next((sample_root() / "data").glob(f"{prefix}-*.parquet")))
         path = root / "data" / f"{prefix}-00000-of-00001.parquet"
         with pq.ParquetWriter(path, base.schema, compression="zstd") as w:
