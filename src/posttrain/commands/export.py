@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from posttrain.commands._common import AddressOpt, EngineOpt, SourceArg, UnitRowsOpt, console, engine_workers
+from posttrain.commands._common import (
+    AddressOpt,
+    EngineOpt,
+    SourceArg,
+    SplitOpt,
+    UnitRowsOpt,
+    console,
+    engine_workers,
+)
 
 FORMAT_HELP = (
     "openai (messages + tools), sharegpt (conversations), alpaca (instruction/input/output), text (rendered)."
@@ -22,9 +30,7 @@ def export(
     source: SourceArg = None,
     format: Annotated[str, typer.Option("--format", "-f", help=FORMAT_HELP)] = "openai",
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path("export"),
-    split: Annotated[
-        list[str] | None, typer.Option("--split", "-s", help="Split(s) to read; repeat or comma-separate.")
-    ] = None,
+    split: SplitOpt = None,
     limit: Annotated[int | None, typer.Option(help="Read at most this many rows.")] = None,
     alpaca_style: Annotated[
         str,

@@ -16,7 +16,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from posttrain.commands._common import SOURCE_HELP, console, err_console
+from posttrain.commands._common import SOURCE_HELP, SplitOpt, console, err_console
 
 
 def register(app: typer.Typer) -> None:
@@ -41,7 +41,7 @@ def recipe(
 def prepare(
     recipe_file: Annotated[str | None, typer.Argument(metavar="[RECIPE]", help="Recipe YAML; default: the default recipe.")] = None,
     source: Annotated[str | None, typer.Option(help=SOURCE_HELP)] = None,
-    split: Annotated[list[str] | None, typer.Option("--split", "-s", help="Split(s); repeat or comma-separate.")] = None,
+    split: SplitOpt = None,
     limit: Annotated[int | None, typer.Option(help="Stop after this many input rows.")] = None,
     out: Annotated[str | None, typer.Option(help="Output directory (default: the recipe's, out/prepare).")] = None,
     engine: Annotated[str | None, typer.Option(help="local | processes | ray")] = None,

@@ -15,6 +15,7 @@ from posttrain.commands._common import (
     AddressOpt,
     EngineOpt,
     SourceArg,
+    SplitOpt,
     UnitRowsOpt,
     console,
     engine_workers,
@@ -220,9 +221,7 @@ def rehydrate(
         str | None, typer.Option("--chat-source", help="lmsys-chat-1m: a local path or hub id (lmsys/lmsys-chat-1m).")
     ] = None,
     out: Annotated[str, typer.Option("--out", "-o", help="Output directory.")] = "rehydrated",
-    split: Annotated[
-        list[str] | None, typer.Option("--split", "-s", help="Split(s) to read; repeat or comma-separate.")
-    ] = None,
+    split: SplitOpt = None,
     limit: Annotated[int | None, typer.Option(help="Read at most this many rows.")] = None,
     keep_unrecoverable: Annotated[
         bool, typer.Option(help="Keep rows whose prompt cannot be restored (placeholder kept) instead of rejecting them.")

@@ -10,6 +10,7 @@ from posttrain.commands._common import (
     AddressOpt,
     EngineOpt,
     SourceArg,
+    SplitOpt,
     UnitRowsOpt,
     console,
     engine_workers,
@@ -23,9 +24,7 @@ def register(app: typer.Typer) -> None:
 def validate(
     source: SourceArg = None,
     out: Annotated[str, typer.Option("--out", "-o", help="Output directory.")] = "validated",
-    split: Annotated[
-        list[str] | None, typer.Option("--split", "-s", help="Split(s) to read; repeat or comma-separate.")
-    ] = None,
+    split: SplitOpt = None,
     limit: Annotated[int | None, typer.Option(help="Read at most this many rows.")] = None,
     checks: Annotated[
         str | None,
