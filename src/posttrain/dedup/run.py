@@ -98,7 +98,9 @@ class RowGroupWriter:
 
     def _emit(self, n: int) -> None:
         table = pa.Table.from_batches(self._pending, schema=self.schema)
-        head, rest = table.slice(0, n), table.slice(n)
+        # one contiguous chunk per row group: parquet pages break at chunk edges, so without this the
+        # bytes could depend on how the rows were batched upstream
+        head, rest = table.slice(0, n).combine_chunks(), table.slice(n)
         if self._writer is None or self._file_rows >= ROWS_PER_FILE:
             if self._writer is not None:
                 self._writer.close()
