@@ -67,13 +67,9 @@ def open_cli_source(
 ):
     """`posttrain.sources.open_source` with CLI conventions (comma-separated splits)."""
     from posttrain.sources import open_source
+    from posttrain.sources.discover import parse_splits
 
-    splits: list[str] | None = None
-    if isinstance(split, str):
-        splits = [s.strip() for s in split.split(",") if s.strip()]
-    elif split:
-        splits = [s.strip() for item in split for s in item.split(",") if s.strip()]
-    return open_source(source, split=splits or None, limit=limit, format=format, hub_mirror=hub_mirror)
+    return open_source(source, split=parse_splits(split), limit=limit, format=format, hub_mirror=hub_mirror)
 
 
 def handle_errors(fn: F) -> F:

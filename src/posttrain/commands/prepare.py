@@ -55,8 +55,9 @@ def prepare(
     -> pack -> shards + manifest.json + a dataset card. Rerunning resumes: finished work units are kept."""
     from posttrain.pipeline.prepare import run_prepare
     from posttrain.recipe import apply_overrides, load_recipe
+    from posttrain.sources.discover import parse_splits
 
-    splits = [s.strip() for item in split for s in item.split(",") if s.strip()] if split else None
+    splits = parse_splits(split)
     r = apply_overrides(
         load_recipe(recipe_file),
         source=source, split=splits, limit=limit, out=out, engine=engine, workers=workers,

@@ -9,6 +9,7 @@ import typer
 
 from posttrain.commands._common import SOURCE_HELP, SplitOpt, console, open_cli_source
 from posttrain.errors import PosttrainError
+from posttrain.sources.discover import parse_splits
 
 SourceArg = Annotated[
     str | None,
@@ -18,17 +19,6 @@ SourceArg = Annotated[
 
 def register(app: typer.Typer) -> None:
     app.command("report")(report)
-
-
-def _split_list(split: list[str] | None) -> list[str] | None:
-    """Comma-separated / repeated --split values.
-
-    >>> _split_list(["math,code", "chat"])
-    ['math', 'code', 'chat']
-    """
-    if not split:
-        return None
-    return [s.strip() for item in split for s in item.split(",") if s.strip()] or None
 
 
 def report(
@@ -67,7 +57,7 @@ def report(
 
     if html is None and json_out is None:
         raise PosttrainError("nothing to write", place="posttrain report", fix="give --html FILE and/or --json FILE")
-    splits = _split_list(split)
+    splits = parse_splits(split)
     # Read the other stages' outputs first: a wrong path fails before the long pass over the rows.
     restoration = load_json_summary(rehydrate) if rehydrate is not None else None
     if dedup is not None:

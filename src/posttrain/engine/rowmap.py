@@ -34,21 +34,10 @@ import pyarrow.ipc as ipc
 from posttrain.errors import PosttrainError
 from posttrain.pipeline.spool import UnitWriter, clean_partial, is_done, read_result, unit_dir
 from posttrain.pipeline.unit import SourceSpec
+from posttrain.sources.discover import parse_splits
 
 UNITS_DIR = ".units"
 LOCAL = "local"
-
-
-def parse_splits(split: Sequence[str] | str | None) -> list[str] | None:
-    """CLI splits (repeatable, comma-separated) as a list, like `open_cli_source`.
-
-    >>> parse_splits(["math,code", "chat"])
-    ['math', 'code', 'chat']
-    """
-    if not split:
-        return None
-    items = [split] if isinstance(split, str) else list(split)
-    return [s.strip() for item in items for s in item.split(",") if s.strip()] or None
 
 
 def open_row_source(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob as globlib
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,18 @@ def split_from_filename(path: str) -> str:
     m = _SHARD_RE.match(name)
     prefix = m.group("prefix") if m else name
     return PREFIX_TO_SPLIT.get(prefix, prefix)
+
+
+def parse_splits(split: Sequence[str] | str | None) -> list[str] | None:
+    """Split names as given on a command line (repeated and/or comma-separated) as a list.
+
+    >>> parse_splits(["math,code", "chat"]), parse_splits("stem"), parse_splits(None)
+    (['math', 'code', 'chat'], ['stem'], None)
+    """
+    if not split:
+        return None
+    items = [split] if isinstance(split, str) else list(split)
+    return [s.strip() for item in items for s in item.split(",") if s.strip()] or None
 
 
 def parse_hub_id(spec: str) -> tuple[str, str | None] | None:
