@@ -2,7 +2,7 @@
 
 Both run as whole processes (start-up, reading parquet, shingling, hashing, LSH, writing the
 result) on the same synthetic rows; wall time and peak RSS (wait4's ru_maxrss) are measured per
-process. The reference uses the same normalization (posttrain.dedup.shingles.normalize_for_shingles),
+process. The reference uses the same normalization (posttrain.reduce.dedup.shingles.normalize_for_shingles),
 word 5-gram shingles, 128 permutations and threshold 0.8, and visits rows in hash(seed, uuid)
 order so it keeps the same representative as posttrain; a row is removed when the LSH returns any
 earlier kept row (datasketch does not verify candidates).
@@ -106,8 +106,8 @@ def reference(parquet: str, out_json: str, threshold: float = 0.8, num_perm: int
     """The datasketch reference, run in its own process (`--reference IN OUT`)."""
     from datasketch import MinHash, MinHashLSH
 
-    from posttrain.dedup.keys import rank_hash, turn_text
-    from posttrain.dedup.shingles import normalize_for_shingles
+    from posttrain.reduce.dedup.keys import rank_hash, turn_text
+    from posttrain.reduce.dedup.shingles import normalize_for_shingles
 
     uuids: list[str] = []
     texts: list[str] = []
@@ -180,7 +180,7 @@ def main() -> None:
     print(f"data: {args.rows} rows, {mb:.1f} MiB parquet, {len(planted)} planted near copies")
 
     out = work / "posttrain-out"
-    posttrain = [sys.executable, "-m", "posttrain.cli", "dedup", str(data), "--out", str(out), "--no-exact"]
+    posttrain = [sys.executable, "-m", "posttrain.cli.app", "dedup", str(data), "--out", str(out), "--no-exact"]
     pt_s, pt_cpu, pt_rss, rc = timed(posttrain)
     assert rc == 0, "posttrain dedup failed"
     ours = set(pq.read_table(out / "removed", columns=["uuid"])["uuid"].to_pylist())

@@ -83,8 +83,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
-    from posttrain.pack import (
-        PackConfig,
+    from posttrain.config import PackConfig
+    from posttrain.reduce.pack import (
         build_packs_with_stats,
         pack_best_fit_decreasing,
         pack_first_fit_decreasing,

@@ -104,7 +104,7 @@ def run_posttrain(data: Path, work: Path, full: bool) -> dict:
         recipe |= {"rehydrate": {"enabled": "off"}, "validate": {"enabled": False}, "decontaminate": None, "dedup": None}
     rpath = work / ("full.yaml" if full else "path.yaml")
     rpath.write_text(yaml.safe_dump(recipe))
-    wall, rss, _ = timed([sys.executable, "-m", "posttrain.cli", "prepare", str(rpath), "--out", str(out)])
+    wall, rss, _ = timed([sys.executable, "-m", "posttrain.cli.app", "prepare", str(rpath), "--out", str(out)])
     m = json.loads((out / "manifest.json").read_text())
     return {"wall": wall, "rss_mb": rss, "tokens": m["tokens"]["tokens"], "efficiency": m["pack"]["efficiency"],
             "rows_in": m["rows"]["in"], "rows_out": m["rows"]["out"], "rejected": m["rows"]["rejected_by_reason"]}
@@ -114,8 +114,8 @@ def limit_in_process(data: Path) -> dict:
     """tiktoken encode_batch on pre-rendered text vs posttrain render+tokenize+verify, one process."""
     import pyarrow.dataset as pds
 
-    from posttrain.render.batch import get_renderer, render_batch
-    from posttrain.tokenize import Tokenizer, tokenize_batch
+    from posttrain.stages.render.batch import get_renderer, render_batch
+    from posttrain.stages.tokenize import Tokenizer, tokenize_batch
 
     table = pds.dataset(str(data / "data"), format="parquet").to_table()
     batches = table.to_batches(max_chunksize=256)

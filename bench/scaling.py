@@ -34,7 +34,7 @@ def run(data: Path, out: Path, engine: str, workers: int, unit_rows: int) -> dic
     out.parent.mkdir(parents=True, exist_ok=True)
     recipe = out.parent / f"{out.name}.yaml"
     recipe.write_text(yaml.safe_dump({"source": {"path": str(data), "unit_rows": unit_rows}}))
-    cmd = ["/usr/bin/time", "-f", "MAXRSS_KB=%M", sys.executable, "-m", "posttrain.cli", "prepare", str(recipe),
+    cmd = ["/usr/bin/time", "-f", "MAXRSS_KB=%M", sys.executable, "-m", "posttrain.cli.app", "prepare", str(recipe),
            "--out", str(out), "--engine", engine, "--workers", str(workers)]
     t0 = time.perf_counter()
     res = subprocess.run(cmd, capture_output=True, text=True, env=ENV)

@@ -20,10 +20,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pyarrow as pa  # noqa: E402
 import pyarrow.dataset as ds  # noqa: E402
 
-from posttrain.render import get_renderer, render_batch  # noqa: E402
 from posttrain.sample import sample_root  # noqa: E402
 from posttrain.schema import NEMOTRON_SCHEMA  # noqa: E402
-from posttrain.tokenize import Tokenizer, tokenize_batch  # noqa: E402
+from posttrain.stages.render import get_renderer, render_batch  # noqa: E402
+from posttrain.stages.tokenize import Tokenizer, tokenize_batch  # noqa: E402
 
 
 def build_rows(n: int, kb: int) -> pa.Table:

@@ -9,8 +9,8 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
 
-from posttrain.benchmarks import ROOT_ENV, load_benchmark, load_benchmarks
 from posttrain.errors import PosttrainError
+from posttrain.io.benchmarks import ROOT_ENV, load_benchmark, load_benchmarks
 
 
 @pytest.fixture(autouse=True)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from posttrain.checks.identity import IdentityCheck
-from posttrain.checks.privacy import PrivacyCheck, mask_private, private_spans
 from posttrain.schema import NEMOTRON_SCHEMA
 from posttrain.stage import severity_of
+from posttrain.stages.checks.identity import IdentityCheck
+from posttrain.stages.checks.privacy import PrivacyCheck, mask_private, private_spans
 
 
 def row(user, answer):

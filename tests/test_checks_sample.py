@@ -11,9 +11,9 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from posttrain.checks import default_checks
-from posttrain.sources import open_source
-from posttrain.validate import judge_batch
+from posttrain.io.sources import open_source
+from posttrain.jobs.validate import judge_batch
+from posttrain.stages.checks import default_checks
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 FAMILIES = ("think.", "answer.", "math.", "stem.", "code.", "tools.", "structure.", "identity.", "privacy.",

@@ -6,9 +6,9 @@ import json
 
 import pyarrow as pa
 
-from posttrain.checks.code import CodeBlockCheck, code_blocks, python_syntax_error
-from posttrain.checks.stem import ChoiceLetterCheck, answer_letter
 from posttrain.schema import NEMOTRON_SCHEMA
+from posttrain.stages.checks.code import CodeBlockCheck, code_blocks, python_syntax_error
+from posttrain.stages.checks.stem import ChoiceLetterCheck, answer_letter
 
 
 def row(category, answer, meta=None):

@@ -8,8 +8,8 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from posttrain.checks.structure import EmptyTurnCheck, MetadataJsonCheck, RoleOrderCheck, role_order_ok
 from posttrain.schema import NEMOTRON_SCHEMA
+from posttrain.stages.checks.structure import EmptyTurnCheck, MetadataJsonCheck, RoleOrderCheck, role_order_ok
 
 
 def msg(role, content, calls=None):

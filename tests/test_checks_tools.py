@@ -6,8 +6,8 @@ import json
 
 import pyarrow as pa
 
-from posttrain.checks.tools import ToolCallCheck, declared_tools
 from posttrain.schema import NEMOTRON_SCHEMA
+from posttrain.stages.checks.tools import ToolCallCheck, declared_tools
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "d", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 1}},

@@ -9,12 +9,14 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from packs_helper import write_packs
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithFlattening
 
-from posttrain.data import PackedDataset, PackedSampler, collate_packed, rank_indices
+from posttrain.config import PackConfig
 from posttrain.errors import PosttrainError
-from posttrain.pack import IGNORE_INDEX, PackConfig, ShardWriter, build_packs
+from posttrain.io.packed import PackedDataset, PackedSampler, collate_packed, rank_indices
+from posttrain.reduce.pack import IGNORE_INDEX, build_packs
 
 
 def tokenized_rows(lengths: list[int], seed: int = 0) -> pa.Table:
@@ -38,9 +40,7 @@ def tokenized_rows(lengths: list[int], seed: int = 0) -> pa.Table:
 def shard_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("packs")
     rows = tokenized_rows(np.random.default_rng(0).integers(3, 60, 400).tolist())
-    writer = ShardWriter(out, PackConfig(seq_len=128, shard_packs=23, row_group_packs=5))
-    writer.write(build_packs(rows, PackConfig(seq_len=128)))
-    writer.close()
+    write_packs(out, build_packs(rows, PackConfig(seq_len=128)), PackConfig(seq_len=128, shard_packs=23, row_group_packs=5))
     return out
 
 
@@ -109,9 +109,7 @@ def test_padded_and_megatron_shards_read_the_same_documents(tmp_path):
         "padded": PackConfig(seq_len=64, pad_to_seq_len=True, targets="loss_mask"),
         "megatron": PackConfig(seq_len=64, layout="megatron"),
     }.items():
-        w = ShardWriter(tmp_path / name, cfg)
-        w.write(build_packs(rows, cfg))
-        w.close()
+        write_packs(tmp_path / name, build_packs(rows, cfg), cfg)
     got = {}
     for name in ("hf", "padded", "megatron"):
         ds = PackedDataset(tmp_path / name)

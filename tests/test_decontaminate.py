@@ -13,19 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from posttrain.benchmarks import BenchmarkItem, load_benchmark
 from posttrain.cli import app
-from posttrain.dedup.decontaminate import (
-    DECONTAM_CODE,
-    DecontamConfig,
-    DecontaminateStage,
-    NgramIndex,
-    normalize_words,
-    run_decontaminate,
-)
+from posttrain.config import DECONTAM_CODE, DecontamConfig
+from posttrain.io.benchmarks import BenchmarkItem, load_benchmark
+from posttrain.io.sources import open_source
+from posttrain.jobs.decontaminate import run_decontaminate
 from posttrain.schema import NEMOTRON_SCHEMA
-from posttrain.sources import open_source
 from posttrain.stage import severity_of
+from posttrain.stages.decontaminate import DecontaminateStage, NgramIndex, normalize_words
 
 runner = CliRunner()
 

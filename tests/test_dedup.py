@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from posttrain.dedup.config import DedupConfig
-from posttrain.dedup.exact import KEY_RECORD, ExactDedup, group_ranks
-from posttrain.dedup.keys import (
+from posttrain.config import DedupConfig
+from posttrain.reduce.dedup.exact import KEY_RECORD, ExactDedup, group_ranks
+from posttrain.reduce.dedup.keys import (
     exact_key_text,
     hash128,
     normalize_exact,
@@ -21,9 +21,9 @@ from posttrain.dedup.keys import (
     turn_text,
     withheld_mask,
 )
-from posttrain.dedup.lsh import candidate_probability, optimal_bands_rows
-from posttrain.dedup.shingles import jaccard_sorted, normalize_for_shingles, shingle_hashes
-from posttrain.dedup.spill import PartitionedSpill
+from posttrain.reduce.dedup.lsh import candidate_probability, optimal_bands_rows
+from posttrain.reduce.dedup.shingles import jaccard_sorted, normalize_for_shingles, shingle_hashes
+from posttrain.reduce.dedup.spill import PartitionedSpill
 from posttrain.schema import NEMOTRON_SCHEMA
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

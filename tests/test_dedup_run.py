@@ -11,10 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from posttrain.dedup.config import DedupConfig
-from posttrain.dedup.keys import rank_hash, turn_text
-from posttrain.dedup.run import run_dedup
-from posttrain.dedup.shingles import normalize_for_shingles
+from posttrain.config import DedupConfig
+from posttrain.jobs.dedup import run_dedup
+from posttrain.reduce.dedup.keys import rank_hash, turn_text
+from posttrain.reduce.dedup.shingles import normalize_for_shingles
 from posttrain.schema import NEMOTRON_SCHEMA
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -77,7 +77,7 @@ def near_rows(seed: int = 0, base: int = 150) -> tuple[list[dict], dict[str, str
 
 @pytest.fixture(scope="module")
 def sample_run(tmp_path_factory):
-    from posttrain.sources import open_source
+    from posttrain.io.sources import open_source
 
     out = tmp_path_factory.mktemp("sample")
     summary = run_dedup(open_source(None), out, DedupConfig(), batch_size=333)
@@ -288,7 +288,7 @@ def test_cli_flags_reach_the_config_and_bad_ones_are_one_line(tmp_path):
 def _near_decisions(rows, cfg, tmp_path, name, budget=None, repickle=False):
     import pickle
 
-    from posttrain.dedup.near import NearDedup
+    from posttrain.reduce.dedup.near import NearDedup
 
     tbl = pa.Table.from_pylist(rows, schema=NEMOTRON_SCHEMA)
     stage = NearDedup(cfg, str(tmp_path / name))

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from posttrain.engine import get_engine
+from posttrain.runner.engines import get_engine
 
 # Small units (one row group each) so there are many of them, and a single split to stay quick.
 RECIPE = {"source": {"splits": ["math", "tool_calling"], "unit_rows": 100}, "pack": {"seq_len": 8192, "shard_packs": 10}}
@@ -23,7 +23,7 @@ RECIPE = {"source": {"splits": ["math", "tool_calling"], "unit_rows": 100}, "pac
 def prepare(tmp_path: Path, out: Path, *extra: str, env: dict | None = None, wait: bool = True):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump(RECIPE))
-    cmd = [sys.executable, "-m", "posttrain.cli", "prepare", str(recipe), "--out", str(out), *extra]
+    cmd = [sys.executable, "-m", "posttrain.cli.app", "prepare", str(recipe), "--out", str(out), *extra]
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
     if not wait:
         return subprocess.Popen(cmd, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -110,7 +110,7 @@ def test_engines_keep_unit_order():
 
 
 def test_a_failing_unit_is_retried_then_named():
-    from posttrain.engine import UnitFailed
+    from posttrain.errors import UnitFailed
 
     eng = get_engine("local", retries=1)
     with pytest.raises(UnitFailed, match="work unit 3 failed 2 times: ValueError: boom"):

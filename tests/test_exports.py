@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from posttrain.errors import PosttrainError
-from posttrain.exports import ALPACA_STYLES, export_batches, openai_record
+from posttrain.jobs.export import ALPACA_STYLES, export_batches, openai_record
 from posttrain.schema import NEMOTRON_SCHEMA
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from posttrain.config import PackConfig
 from posttrain.errors import PosttrainError
-from posttrain.pack import (
+from posttrain.reduce.pack import (
     IGNORE_INDEX,
-    PackConfig,
     build_packs,
     build_packs_with_stats,
     pack_best_fit_decreasing,
@@ -211,24 +211,6 @@ def test_mismatched_mask_and_missing_columns_are_user_errors():
 def test_empty_input_gives_no_packs():
     packs, stats = build_packs_with_stats(tokenized_rows([]), PackConfig(seq_len=8))
     assert packs.num_rows == 0 and stats.efficiency == 1.0
-
-
-def test_pack_batches_routes_rejects_and_too_long_rows():
-    from posttrain.pack import pack_batches
-    from posttrain.stage import REASONS, REASONS_TYPE
-
-    rows = tokenized_rows([5, 40, 7, 3], seed=5)
-    reasons = pa.array([[], [], ["mask.no_trained"], []], REASONS_TYPE)
-    batch = rows.append_column(REASONS, reasons)
-    packs, stats, rejected = pack_batches(batch.to_batches(max_chunksize=3), PackConfig(seq_len=16), seed=0)
-    assert stats.documents == 2 and stats.tokens == 8
-    assert sorted(map(tuple, rejected.column(REASONS).to_pylist())) == [
-        ("length.over_max",),
-        ("mask.no_trained",),
-    ]
-    assert sorted(rejected.column("uuid").to_pylist()) == ["doc-5-1", "doc-5-2"]
-    none_packed, none_stats, none_rejected = pack_batches([], PackConfig(seq_len=16))
-    assert none_packed.num_rows == 0 and none_stats.documents == 0 and none_rejected.num_rows == 0
 
 
 def test_split_parts_of_one_uuid_are_distinct_documents():

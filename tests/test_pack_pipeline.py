@@ -7,10 +7,13 @@ import os
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from packs_helper import write_packs
 
-from posttrain.data import PackedDataset, collate_packed
-from posttrain.pack import IGNORE_INDEX, PackConfig, ShardWriter, pack_batches
+from posttrain.config import PackConfig
+from posttrain.io.packed import PackedDataset, collate_packed
+from posttrain.reduce.pack import IGNORE_INDEX, build_packs_with_stats
 from posttrain.schema import NEMOTRON_SCHEMA
+from posttrain.stage import split_rejected
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -32,8 +35,9 @@ def _row(uuid: str, category: str, prompt: str, answer: str, reasoning: str = "o
 
 
 def test_tokenized_rows_pack_and_load_with_every_trained_token_traceable(tmp_path):
-    from posttrain.render import RenderStage
-    from posttrain.tokenize import TokenizeConfig, TokenizeStage
+    from posttrain.config import TokenizeConfig
+    from posttrain.stages.render import RenderStage
+    from posttrain.stages.tokenize import TokenizeStage
 
     rng = np.random.default_rng(0)
     words = ["alpha", "beta", "gamma", "délta", "ε", "long", "short", "tokens", "x"]
@@ -54,15 +58,14 @@ def test_tokenized_rows_pack_and_load_with_every_trained_token_traceable(tmp_pat
         tokenize.process(render.process(b)) for b in pq.read_table(path).to_batches(max_chunksize=16)
     ]
     cfg = PackConfig(seq_len=200)
-    packs, stats, rejected = pack_batches(tokenized, cfg, seed=1)
+    good, rejected = split_rejected(pa.concat_tables([pa.Table.from_batches([t]) for t in tokenized]).combine_chunks().to_batches()[0])
+    packs, stats = build_packs_with_stats(good, cfg, seed=1)
     # nothing lost: every row is packed or rejected with a reason
     assert stats.documents + rejected.num_rows == len(rows)
     assert all(r for r in rejected.column("reasons").to_pylist())
     assert stats.efficiency > 0.8
 
-    writer = ShardWriter(tmp_path / "out", cfg)
-    writer.write(packs)
-    writer.close()
+    write_packs(tmp_path / "out", packs, cfg)
     ds = PackedDataset(tmp_path / "out")
     by_uuid = {}
     for t in tokenized:

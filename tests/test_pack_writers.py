@@ -7,9 +7,11 @@ import os
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from packs_helper import write_packs
 
-from posttrain.pack import PackConfig, ShardWriter, build_packs, summarize_shards
-from posttrain.pack.writers import file_sha256
+from posttrain.config import PackConfig
+from posttrain.io.shards import file_sha256
+from posttrain.reduce.pack import build_packs, summarize_shards
 
 
 def tokenized_rows(lengths: list[int], seed: int = 0) -> pa.Table:
@@ -32,12 +34,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def _write(out, rows, cfg, seed=0, batches=1):
-    writer = ShardWriter(out, cfg)
     n = rows.num_rows
     edges = np.linspace(0, n, batches + 1).astype(int)
-    for i in range(batches):  # several work units, each packed on its own
-        writer.write(build_packs(rows.slice(edges[i], edges[i + 1] - edges[i]), cfg, seed=seed))
-    return writer.close()
+    packs = [build_packs(rows.slice(edges[i], edges[i + 1] - edges[i]), cfg, seed=seed) for i in range(batches)]
+    return write_packs(out, pa.concat_tables(packs), cfg)
 
 
 def test_shards_split_by_pack_count_and_describe_themselves(tmp_path):
@@ -87,23 +87,35 @@ def test_shards_load_with_datasets_and_megatron_layout(tmp_path):
 
 
 def test_no_temp_files_left_and_empty_writes_make_no_shard(tmp_path):
-    writer = ShardWriter(tmp_path, PackConfig(seq_len=64))
-    writer.write(build_packs(tokenized_rows([]), PackConfig(seq_len=64)))
-    assert writer.close() == [] and list(tmp_path.iterdir()) == []
+    assert write_packs(tmp_path, build_packs(tokenized_rows([]), PackConfig(seq_len=64)), PackConfig(seq_len=64)) == []
+    assert list(tmp_path.iterdir()) == []
     _write(tmp_path, tokenized_rows([10, 20]), PackConfig(seq_len=64))
     assert [p.name for p in tmp_path.iterdir()] == ["shard-00000.parquet"]
 
 
-def test_shard_bytes_cuts_independently_of_write_chunks(tmp_path):
+def test_shard_bytes_cuts_shards_by_size(tmp_path):
     rows = tokenized_rows(np.random.default_rng(2).integers(5, 120, 300).tolist())
     cfg = PackConfig(seq_len=256, shard_packs=1000, shard_bytes=40_000)
-    packs = build_packs(rows, cfg)
-    one = ShardWriter(tmp_path / "one", cfg)
-    one.write(packs)
-    many = ShardWriter(tmp_path / "many", cfg)
-    for start in range(0, packs.num_rows, 7):
-        many.write(packs.slice(start, 7))
-    a, b = one.close(), many.close()
-    assert len(a) > 1 and [s.sha256 for s in a] == [s.sha256 for s in b]
+    a = write_packs(tmp_path / "one", build_packs(rows, cfg), cfg)
+    assert len(a) > 1
     # input_ids, labels and position_ids: 12 bytes a token; a shard closes at the first pack past the limit
     assert all(s.tokens * 12 >= 40_000 > (s.tokens - 256) * 12 for s in a[:-1])
+
+
+def test_prepare_rotates_shards_by_shard_bytes(tmp_path):
+    """The recipe key does what it says inside `prepare`: shards close once they hold shard_bytes."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from posttrain.cli import app
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("pack: {seq_len: 4096, shard_bytes: 400000}\ndedup: null\ndecontaminate: null\n")
+    res = CliRunner().invoke(app, ["prepare", str(recipe), "--out", str(tmp_path / "o"), "--limit", "600", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    shards = json.loads((tmp_path / "o" / "manifest.json").read_text())["shards"]
+    assert len(shards) > 1
+    # input_ids, labels, position_ids: 12 bytes a token; every shard but the last reached the limit
+    assert all(s["tokens"] * 12 >= 400_000 for s in shards[:-1])
+    assert all((s["tokens"] - 4096) * 12 < 400_000 for s in shards)

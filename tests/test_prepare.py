@@ -14,7 +14,7 @@ import yaml
 from typer.testing import CliRunner
 
 from posttrain.cli import app
-from posttrain.recipe import default_recipe, load_recipe
+from posttrain.config import default_recipe, load_recipe
 from posttrain.sample import load_manifest
 
 runner = CliRunner()
@@ -148,7 +148,7 @@ def test_rerun_resumes_and_other_recipe_is_refused(prepared: Path, tmp_path: Pat
 
 def test_loader_reads_the_output(prepared: Path):
     torch = pytest.importorskip("torch")
-    from posttrain.data import PackedDataset
+    from posttrain.io.packed import PackedDataset
 
     ds = PackedDataset(prepared / "shards", rank=0, world_size=2, seed=0)
     item = ds[0]

@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from posttrain.errors import PosttrainError
-from posttrain.rehydrate import KEY_COLUMN, RestorePrompts, bundled_sources, code_prompt
 from posttrain.sample import fixtures_root, load_manifest, sample_root
 from posttrain.schema import NEMOTRON_SCHEMA
 from posttrain.stage import REASONS
+from posttrain.stages.rehydrate import KEY_COLUMN, RestorePrompts, bundled_sources, code_prompt
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -12,20 +12,20 @@ import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
-from posttrain.render import (
+from posttrain.config import RenderConfig
+from posttrain.schema import NEMOTRON_SCHEMA
+from posttrain.stages.render import (
     RENDERED_SCHEMA,
     Conversation,
     HFTemplateRenderer,
     Llama3DetailedThinkingRenderer,
     NemotronSuperRenderer,
     Qwen3Renderer,
-    RenderConfig,
     RenderStage,
     get_renderer,
     official_template_path,
     render_batch,
 )
-from posttrain.schema import NEMOTRON_SCHEMA
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

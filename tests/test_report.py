@@ -16,10 +16,11 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from posttrain.cli import app
-from posttrain.report import build_report, iter_parquet_batches, near_duplicate_stats
-from posttrain.report.html import render_html
-from posttrain.report.stats import LENGTH_EDGES, LogHistogram
-from posttrain.report.text import DistinctSketch, dominant_scripts, token_counts, word_trigram_hashes
+from posttrain.io.tokenizer import count_tokens as token_counts
+from posttrain.jobs.report import build_report, iter_parquet_batches, near_duplicate_stats
+from posttrain.jobs.report.html import render_html
+from posttrain.jobs.report.stats import LENGTH_EDGES, LogHistogram
+from posttrain.jobs.report.text import DistinctSketch, dominant_scripts, word_trigram_hashes
 from posttrain.schema import NEMOTRON_SCHEMA
 from posttrain.stage import REASONS, REASONS_TYPE
 
@@ -82,7 +83,7 @@ def parquet_file(tmp_path: Path) -> Path:
 
 def checks_available() -> bool:
     try:
-        from posttrain.checks import default_checks  # noqa: F401
+        from posttrain.stages.checks import default_checks  # noqa: F401
     except ImportError:
         return False
     return True
@@ -318,9 +319,9 @@ def test_docstring_examples() -> None:
     import doctest
     import importlib
 
-    # (the --split parsing example moved with the function to posttrain.sources.discover.parse_splits)
-    for name in ("posttrain.report.text", "posttrain.report.stats", "posttrain.report.counters", "posttrain.report.plots",
-                 "posttrain.report.html", "posttrain.sources.discover"):  # fmt: skip
+    # (the --split parsing example moved with the function to posttrain.io.sources.discover.parse_splits)
+    for name in ("posttrain.jobs.report.text", "posttrain.jobs.report.stats", "posttrain.jobs.report.counters", "posttrain.jobs.report.plots",
+                 "posttrain.jobs.report.html", "posttrain.io.sources.discover"):  # fmt: skip
         result = doctest.testmod(importlib.import_module(name))
         assert result.failed == 0 and result.attempted > 0, name
 

@@ -16,22 +16,13 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from posttrain.cli import app
+from posttrain.config import SelectConfig, Where, parse_where
 from posttrain.errors import RecipeError
+from posttrain.io.sources import open_source
+from posttrain.jobs.select import run_select
+from posttrain.reduce.mix import GroupStats, plan_key, refine_threshold, row_hashes
 from posttrain.schema import NEMOTRON_SCHEMA
-from posttrain.select import (
-    FILTERED,
-    UNSAMPLED,
-    FilterStage,
-    GroupStats,
-    SelectConfig,
-    Where,
-    parse_where,
-    plan_key,
-    refine_threshold,
-    row_hashes,
-    run_select,
-)
-from posttrain.sources import open_source
+from posttrain.stages.filters import FILTERED, UNSAMPLED, FilterStage
 
 runner = CliRunner()
 CATEGORIES = ("math", "code", "chat", "stem")

@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from posttrain.cli import app
 from posttrain.errors import SourceError
+from posttrain.io.sources import open_source
+from posttrain.io.sources.normalize import convert_row, detect_format, parse_llama3_prompt
 from posttrain.schema import NEMOTRON_SCHEMA, hub_features
-from posttrain.sources import open_source
-from posttrain.sources.normalize import convert_row, detect_format, parse_llama3_prompt
 
 runner = CliRunner()
 
@@ -179,7 +179,7 @@ def test_llama_nemotron_text_form_is_parsed_back_into_messages():
 
 
 def test_llama3_parser_rejects_garbage():
-    from posttrain.sources.normalize import RowError
+    from posttrain.io.sources.normalize import RowError
 
     with pytest.raises(RowError):
         parse_llama3_prompt("no headers here")

@@ -13,9 +13,10 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 
-from posttrain.render import RENDERED_SCHEMA, RenderConfig, get_renderer, render_batch
+from posttrain.config import RenderConfig, TokenizeConfig
 from posttrain.schema import NEMOTRON_SCHEMA
-from posttrain.tokenize import TOKENIZED_SCHEMA, TokenizeConfig, Tokenizer, TokenizeStage, tokenize_batch
+from posttrain.stages.render import RENDERED_SCHEMA, get_renderer, render_batch
+from posttrain.stages.tokenize import TOKENIZED_SCHEMA, Tokenizer, TokenizeStage, tokenize_batch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -195,7 +196,7 @@ def test_fast_path_falls_back_on_difference(caplog):
             return [[i + 1 for i in ids] for ids in self.enc.encode_ordinary_batch(texts)]
 
     tok.tiktoken = Off(tok.tiktoken)
-    with caplog.at_level(logging.WARNING, logger="posttrain.tokenize"):
+    with caplog.at_level(logging.WARNING, logger="posttrain.stages.tokenize"):
         assert tok.verify_fast_path(["Hello world", "def f(x):\n    return x"]) is False
     assert not tok.uses_fast_path and "using the HF tokenizer" in caplog.text
     rendered = render_batch(rows_batch([MULTI]), get_renderer())

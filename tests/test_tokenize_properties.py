@@ -14,9 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from posttrain.render import RenderConfig, get_renderer, render_batch
+from posttrain.config import RenderConfig
 from posttrain.schema import NEMOTRON_SCHEMA
-from posttrain.tokenize import Tokenizer, tokenize_batch
+from posttrain.stages.render import get_renderer, render_batch
+from posttrain.stages.tokenize import Tokenizer, tokenize_batch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -10,10 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from posttrain.checks import build_checks
+from posttrain.io.sources import open_source
+from posttrain.jobs.validate import parse_fail_on, run_validate
 from posttrain.schema import NEMOTRON_SCHEMA
-from posttrain.sources import open_source
-from posttrain.validate import parse_fail_on, run_validate
+from posttrain.stages.checks import build_checks
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -60,7 +60,7 @@ def read(path):
 
 def test_run_validate_routes_and_counts(data_dir, tmp_path):
     checks = build_checks(None)
-    summary = run_validate(open_source(str(data_dir)), tmp_path / "out", checks=checks, progress=False)
+    summary = run_validate(open_source(str(data_dir)), tmp_path / "out", checks=checks)
     assert (summary.rows_in, summary.accepted, summary.rejected) == (40, 24, 16)
     acc, rej = read(tmp_path / "out" / "accepted"), read(tmp_path / "out" / "rejects")
     assert acc.num_rows == 24 and rej.num_rows == 16
@@ -82,7 +82,7 @@ def test_run_validate_routes_and_counts(data_dir, tmp_path):
 def test_severity_override_and_fail_on(data_dir, tmp_path):
     s = run_validate(open_source(str(data_dir)), tmp_path / "o", checks=build_checks("math,privacy"),
                      severity_overrides={"math.mismatch": "warn", "privacy.email": "error"},
-                     fail_on={"error": 0.1, "math.mismatch": 0.5}, progress=False)  # fmt: skip
+                     fail_on={"error": 0.1, "math.mismatch": 0.5})  # fmt: skip
     assert s.rejected == 8 and s.counts["math.mismatch"] == {"math": 8}
     assert [e["key"] for e in s.exceeded] == ["error"]
     assert parse_fail_on(["error=5%"]) == {"error": 0.05}
@@ -93,7 +93,7 @@ def test_same_bytes_for_any_batch_size_and_worker_count(data_dir, tmp_path):
     for k, (batch_size, workers) in enumerate([(7, 1), (64, 1), (5, 2)]):
         out = tmp_path / f"o{k}"
         run_validate(open_source(str(data_dir)), out, checks=build_checks("structure,reasoning,privacy"),
-                     progress=False, batch_size=batch_size, workers=workers)  # fmt: skip
+                     batch_size=batch_size, workers=workers)  # fmt: skip
         outs.append(out)
     for name in ("accepted/part-00000.parquet", "rejects/part-00000.parquet"):
         blobs = {(o / name).read_bytes() for o in outs}
@@ -106,7 +106,7 @@ def test_unreadable_rows_are_rejected_not_lost(tmp_path):
     good = rows(5)
     lines = [json.dumps(r) for r in good] + ["{not json"]
     (d / "chat.jsonl").write_text("\n".join(lines) + "\n")
-    s = run_validate(open_source(str(d)), tmp_path / "o", checks=build_checks("structure"), progress=False)
+    s = run_validate(open_source(str(d)), tmp_path / "o", checks=build_checks("structure"))
     assert s.rows_in == 6 and s.rows_in == s.accepted + s.rejected
     assert s.counts.get("source.bad_json") or any(c.startswith("source.") for c in s.counts)
 

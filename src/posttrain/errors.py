@@ -34,3 +34,9 @@ class SourceError(PosttrainError):
 
 class RecipeError(PosttrainError):
     """A recipe that does not parse or names an unknown key."""
+
+
+class UnitFailed(PosttrainError):
+    """A work unit failed after its retries; the run stops and can be resumed."""
+
+    exit_code = 3

@@ -110,6 +110,5 @@ def _same_type(got: pa.DataType, want: pa.DataType) -> bool:
     return got.equals(want)
 
 
-def empty_batch() -> pa.RecordBatch:
-    """A zero-row batch of the schema."""
-    return pa.RecordBatch.from_pylist([], schema=NEMOTRON_SCHEMA)
+#: The label of a token that is not trained (PyTorch cross-entropy's ignore_index).
+IGNORE_INDEX = -100

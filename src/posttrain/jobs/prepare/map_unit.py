@@ -1,0 +1,211 @@
+"""The map phase of `prepare`: one fragment in, one unit directory out.
+
+Rows flow: read (unreadable rows become reject rows) -> row stages (rehydrate, checks,
+decontamination, filters: they only add reason codes) -> rows with an error reason go to
+`rejects` -> render -> tokenize (+ mask verification; more reasons) -> the documents are spooled
+for packing and one small index row per document is kept for the reduce phase (dedup, mixing).
+
+Everything a unit needs is in a picklable `UnitPlan`; tokenizers and renderers are built once
+per process on first use, so the same plan runs in this process, a pool or a Ray worker.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from posttrain.io.sources import SourceSpec
+from posttrain.io.spool import UnitWriter
+from posttrain.schema import NEMOTRON_SCHEMA
+from posttrain.stage import REASONS, REASONS_TYPE, Stage, rejected_mask, severity_of, with_reasons
+
+KEPT_SCHEMA = NEMOTRON_SCHEMA.append(pa.field(REASONS, REASONS_TYPE))
+REJECT_SCHEMA = KEPT_SCHEMA.append(pa.field("stage", pa.string()))
+DOC_COLUMNS = ("uuid", "category", "input_ids", "loss_mask")
+
+
+@dataclass
+class UnitPlan:
+    """Everything the map phase needs, picklable."""
+
+    source: SourceSpec
+    work: Path
+    row_stages: list[Stage]
+    render_stage: Stage
+    tokenize_stage: Stage
+    index_stages: list[Any] = field(default_factory=list)  # objects with .index_columns(batch) -> dict
+    unit_limits: list[int | None] = field(default_factory=list)
+    severity: dict[str, str] = field(default_factory=dict)
+    batch_size: int = 512
+
+    def __call__(self, index: int) -> dict[str, Any]:
+        return process_unit(self, index)
+
+
+_SOURCE_CACHE: dict[int, Any] = {}
+
+
+def _source_for(plan: UnitPlan):
+    key = id(plan.source)
+    if key not in _SOURCE_CACHE:
+        _SOURCE_CACHE.clear()
+        _SOURCE_CACHE[key] = plan.source.open()
+    return _SOURCE_CACHE[key]
+
+
+def _reject_rows(batch: pa.RecordBatch, stage: str) -> pa.RecordBatch:
+    batch = with_reasons(batch)
+    cols = [batch.column(n) if n in batch.schema.names else pa.nulls(batch.num_rows, f.type) for n, f in
+            ((f.name, f) for f in REJECT_SCHEMA if f.name != "stage")]
+    cols.append(pa.array([stage] * batch.num_rows, pa.string()))
+    return pa.RecordBatch.from_arrays([c.cast(f.type) for c, f in zip(cols, REJECT_SCHEMA, strict=True)], schema=REJECT_SCHEMA)
+
+
+def _count_reasons(batch: pa.RecordBatch, counts: Counter) -> None:
+    if REASONS not in batch.schema.names or batch.num_rows == 0:
+        return
+    col = batch.column(REASONS)
+    flat = pc.list_flatten(col)
+    if len(flat) == 0:
+        return
+    cats = pc.take(batch.column("category"), pc.list_parent_indices(col)).to_pylist()
+    for code, cat in zip(flat.to_pylist(), cats, strict=True):
+        counts[f"{cat}\t{code}"] += 1
+
+
+def process_unit(plan: UnitPlan, index: int) -> dict[str, Any]:
+    """Run the map phase over fragment `index`; returns the unit's counts (also in result.json)."""
+    delay = float(os.environ.get("POSTTRAIN_FAULT_UNIT_DELAY_S", "0") or 0)
+    if delay:  # fault injection for the crash/resume test: slow units down so a kill lands mid-run
+        time.sleep(delay)
+    src = _source_for(plan)
+    frag = src.fragments[index]
+    limit = plan.unit_limits[index] if plan.unit_limits else None
+    writer = UnitWriter(plan.work, index)
+    counts = {"rows_in": 0, "rejected": 0, "docs": 0, "tokens": 0, "trained_tokens": 0}
+    reasons: Counter = Counter()
+    first_reasons: Counter = Counter()
+    rows_in_by_split: Counter = Counter()
+    try:
+        for batch in src.iter_fragment(frag, plan.batch_size, with_reasons=True):
+            if limit is not None:
+                if counts["rows_in"] >= limit:
+                    break
+                batch = batch.slice(0, limit - counts["rows_in"])
+            counts["rows_in"] += batch.num_rows
+            rows_in_by_split.update(batch.column("category").to_pylist())
+            for stage in plan.row_stages:
+                batch = stage.process(batch)
+            _count_reasons(batch, reasons)
+            bad = rejected_mask(batch, plan.severity)
+            if bad.any():
+                rejected = _reject_rows(batch.filter(pa.array(bad)), "rows")
+                writer.write("rejects", rejected)
+                first_reasons.update(first_error_reasons(rejected, plan.severity))
+                counts["rejected"] += int(bad.sum())
+                batch = batch.filter(pa.array(~bad))
+            if batch.num_rows == 0:
+                continue
+            toks = plan.tokenize_stage.process(plan.render_stage.process(batch))
+            _process_tokenized(plan, batch, toks, writer, counts, reasons, first_reasons)
+        result = {
+            "unit": index,
+            "fragment": frag.place,
+            "split": frag.split,
+            **counts,
+            "rows_in_by_split": dict(sorted(rows_in_by_split.items(), key=lambda kv: str(kv[0]))),
+            "reasons": dict(sorted(reasons.items())),
+            "rejected_by_reason": dict(sorted(first_reasons.items())),
+        }
+        writer.commit(result)
+        return result
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def first_error_reasons(rejected: pa.RecordBatch, severity: dict[str, str]) -> Counter:
+    """Each rejected row counted once, under its first error-severity reason."""
+    out: Counter = Counter()
+    for rs in rejected.column(REASONS).to_pylist():
+        out[next((r for r in rs or [] if severity_of(r, severity) == "error"), "unknown")] += 1
+    return out
+
+
+def _kept_rows(rows: pa.RecordBatch) -> pa.RecordBatch:
+    rows = with_reasons(rows)
+    return pa.RecordBatch.from_arrays([rows.column(f.name) for f in KEPT_SCHEMA], schema=KEPT_SCHEMA)
+
+
+def _process_tokenized(
+    plan: UnitPlan,
+    rows: pa.RecordBatch,
+    toks: pa.RecordBatch,
+    writer: UnitWriter,
+    counts: dict,
+    reasons: Counter,
+    first_reasons: Counter,
+) -> None:
+    """Route tokenize-stage rejects (by uuid, since `split` overflow can add rows) and spool the rest."""
+    # Reasons the render/tokenize stages added on top of those the row already had.
+    tok_bad = rejected_mask(toks, plan.severity)
+    if tok_bad.any():
+        bad_uuids = pc.unique(toks.column("uuid").filter(pa.array(tok_bad)))
+        row_bad = pc.is_in(rows.column("uuid"), value_set=bad_uuids)
+        bad_rows = rows.filter(row_bad)
+        # the rejected row carries the new reasons of its tokenized piece(s)
+        new = {}
+        for u, rs in zip(toks.column("uuid").filter(pa.array(tok_bad)).to_pylist(),
+                         toks.column(REASONS).filter(pa.array(tok_bad)).to_pylist(), strict=True):
+            new.setdefault(u, [])
+            new[u].extend(r for r in rs if r not in new[u])
+        fixed = with_reasons(bad_rows).set_column(
+            with_reasons(bad_rows).schema.get_field_index(REASONS),
+            pa.field(REASONS, REASONS_TYPE),
+            pa.array([new[u] for u in bad_rows.column("uuid").to_pylist()], REASONS_TYPE),
+        )
+        _count_reasons(_only_new_reasons(fixed, rows), reasons)
+        rejected = _reject_rows(fixed, "tokenize")
+        writer.write("rejects", rejected)
+        first_reasons.update(first_error_reasons(rejected, plan.severity))
+        counts["rejected"] += bad_rows.num_rows
+        rows = rows.filter(pc.invert(row_bad))
+        # every piece of a rejected row goes, so a row is never half in the output
+        keep = pc.invert(pc.is_in(toks.column("uuid"), value_set=bad_uuids))
+        toks = toks.filter(keep)
+    if toks.num_rows == 0:
+        return
+    writer.write("kept", _kept_rows(rows))  # the rows behind the documents, for the reduce phase
+    has_part = "part" in toks.schema.names
+    writer.write_docs(toks.select(list(DOC_COLUMNS) + (["part"] if has_part else [])))
+    n_tok = pc.list_value_length(toks.column("input_ids")).to_numpy(zero_copy_only=False).astype(np.int64)
+    n_train = pc.sum(pc.list_flatten(toks.column("loss_mask")).cast(pa.int64())).as_py() or 0
+    counts["docs"] += toks.num_rows
+    counts["tokens"] += int(n_tok.sum())
+    counts["trained_tokens"] += int(n_train)
+    cols: dict[str, pa.Array] = {
+        "uuid": toks.column("uuid"),
+        "category": toks.column("category"),
+        "num_tokens": pa.array(n_tok, pa.int64()),
+    }
+    if has_part:
+        cols["part"] = toks.column("part")
+    for stage in plan.index_stages:
+        cols.update(stage.index_columns(rows, toks))
+    writer.write("index", pa.RecordBatch.from_pydict(cols))
+
+
+def _only_new_reasons(fixed: pa.RecordBatch, rows: pa.RecordBatch) -> pa.RecordBatch:
+    """The reasons the tokenize stage added (row-stage reasons were already counted)."""
+    before = dict(zip(rows.column("uuid").to_pylist(), with_reasons(rows).column(REASONS).to_pylist(), strict=True))
+    new = [[r for r in rs if r not in (before.get(u) or [])] for u, rs in
+           zip(fixed.column("uuid").to_pylist(), fixed.column(REASONS).to_pylist(), strict=True)]
+    return fixed.set_column(fixed.schema.get_field_index(REASONS), pa.field(REASONS, REASONS_TYPE), pa.array(new, REASONS_TYPE))

@@ -1,0 +1,175 @@
+"""Math answers: a final `\\boxed{...}` outside the trace that agrees with `expected_answer`.
+
+Arrow finds the math rows and whether their answer has `\\boxed` at all; Python extracts the boxed
+contents (nested braces need a small scanner: no regex balances braces); answers equal to the
+expected one after light normalization are accepted on the spot, and only the rest go to
+math-verify in a worker process pool (math-verify's timeouts use `signal.alarm`, which only works on a
+process's main thread, and a runaway sympy call must not stall validation).
+
+>>> boxed_answers(r"so \\boxed{\\frac{1}{2}} and \\boxed{\\{1,2\\}}")
+['\\\\frac{1}{2}', '\\\\{1,2\\\\}']
+>>> same_answer(r"\\dfrac{1}{2}", r"$\\frac {1}{2}$.")
+True
+"""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from posttrain.stage import add_reasons, register_reason
+from posttrain.stages.checks._base import (
+    Check,
+    blank,
+    category_answers,
+    final_answer_of_row,
+    metadata_dict,
+    shorten,
+    to_bool,
+    unique_codes,
+)
+from posttrain.stages.checks.verify_pool import MathVerifier
+
+register_reason("math.no_boxed", "error", "the math answer has no \\boxed{} answer")
+register_reason("math.multiple_boxed", "warn", "the math answer boxes several different answers")
+register_reason("math.mismatch", "error", "the boxed answer disagrees with expected_answer")
+register_reason("math.unverifiable", "warn", "math-verify cannot parse or compare the answer in time")
+
+_BOXED_START = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_NUMBER = re.compile(r"^-?\d+(?:\.\d+)?$")
+_FRACTION = re.compile(r"^(?P<sign>-)?(?:\\frac\{(?P<num>\d+)\}\{(?P<den>\d+)\}|(?P<n2>\d+)/(?P<d2>\d+))$")
+_SPACING = re.compile(r"\\[,;:! ]|\\left|\\right|\s+")
+
+
+def boxed_answers(text: str) -> list[str]:
+    """Contents of every `\\boxed{...}` / `\\fbox{...}` in `text`, braces balanced, `\\{` skipped.
+
+    >>> boxed_answers(r"\\boxed{a{b}c} x \\boxed{unclosed")
+    ['a{b}c']
+    """
+    out: list[str] = []
+    for m in _BOXED_START.finditer(text):
+        depth, j, n = 1, m.end(), len(text)
+        while j < n:
+            ch = text[j]
+            if ch == "\\":
+                j += 2
+                continue
+            if ch == "{":
+                depth += 1
+            elif ch == "}":
+                depth -= 1
+                if depth == 0:
+                    out.append(text[m.end() : j])
+                    break
+            j += 1
+    return out
+
+
+def normalize_answer(text: str) -> str:
+    """A canonical spelling for the exact-match shortcut (never used to declare a mismatch).
+
+    >>> normalize_answer(r" $\\left( 1,\\ 2 \\right)$. ")
+    '(1,2)'
+    """
+    text = text.strip().strip("$").strip()
+    text = text.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    text = _SPACING.sub("", text)
+    return text.rstrip(".").strip("$")
+
+
+def same_answer(expected: str, got: str) -> bool:
+    """Exact agreement after normalization (also with the expected answer's own `\\boxed`)."""
+    return quick_verdict(expected, got) == "ok"
+
+
+def exact_value(text: str) -> Fraction | None:
+    """The value of a plain number or integer fraction (`-12`, `0.25`, `\\frac{3}{4}`, `7/2`); else None.
+
+    >>> exact_value(r"-\\frac{6}{8}"), exact_value("2.50"), exact_value("x+1")
+    (Fraction(-3, 4), Fraction(5, 2), None)
+    """
+    m = _NUMBER.match(text)
+    if m:
+        return Fraction(m.group(0))
+    m = _FRACTION.match(text)
+    if not m:
+        return None
+    num, den = int(m.group("num") or m.group("n2")), int(m.group("den") or m.group("d2"))
+    if den == 0:
+        return None
+    return (-1 if m.group("sign") else 1) * Fraction(num, den)
+
+
+def quick_verdict(expected: str, got: str) -> str | None:
+    """"ok" / "mismatch" when decidable without math-verify (same spelling, or two exact numbers), else None.
+
+    >>> quick_verdict("0.5", r"\\frac{1}{2}"), quick_verdict("44", "45"), quick_verdict("x", "2x")
+    ('ok', 'mismatch', None)
+    """
+    inner = boxed_answers(expected)
+    gold, pred = normalize_answer(inner[-1] if inner else expected), normalize_answer(got)
+    if gold == pred:
+        return "ok"
+    a, b = exact_value(gold), exact_value(pred)
+    if a is None or b is None:
+        return None
+    return "ok" if a == b else "mismatch"
+
+
+class BoxedAnswerCheck(Check):
+    """Math rows: one final boxed answer, agreeing with `metadata.expected_answer` when given."""
+
+    name = "boxed_answer"
+    family = "math"
+    codes: ClassVar[tuple[str, ...]] = ("math.no_boxed", "math.multiple_boxed", "math.mismatch", "math.unverifiable")
+
+    def __init__(self, verify_timeout: float = 5.0, verify_workers: int = 1) -> None:
+        self.verifier = MathVerifier(timeout=verify_timeout, workers=verify_workers)
+
+    def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        rows, answer = category_answers(batch, "math")
+        if not len(rows):
+            return batch
+        present = ~blank(answer)
+        has_box = to_bool(pc.match_substring_regex(answer, r"\\(?:boxed|fbox)\s*\{"))
+        codes: list[list[str]] = [[] for _ in range(batch.num_rows)]
+        pending: list[tuple[int, str, str]] = []
+        metadata = batch.column("metadata")
+        for k in np.nonzero(present)[0]:
+            i = int(rows[k])
+            boxes = boxed_answers(answer[int(k)].as_py()) if has_box[k] else []
+            if not boxes:
+                codes[i].append("math.no_boxed")
+                continue
+            if len({normalize_answer(b) for b in boxes}) > 1:
+                codes[i].append("math.multiple_boxed")
+            expected = metadata_dict(metadata[i].as_py()).get("expected_answer")
+            if expected is None or str(expected).strip() == "":
+                continue
+            verdict = quick_verdict(str(expected), boxes[-1])
+            if verdict == "mismatch":
+                codes[i].append("math.mismatch")
+            elif verdict is None:
+                pending.append((i, str(expected), boxes[-1]))
+        outcomes = self.verifier.verify_many([(gold, pred) for _, gold, pred in pending])
+        for (i, _, _), outcome in zip(pending, outcomes, strict=True):
+            if outcome != "ok":
+                codes[i].append("math." + outcome)
+        return add_reasons(batch, [unique_codes(c) for c in codes])
+
+    def close(self) -> None:
+        self.verifier.close()
+
+    def describe(self, row: dict[str, Any], code: str) -> str:
+        answer = final_answer_of_row(row)
+        boxes = boxed_answers(answer)
+        expected = metadata_dict(row.get("metadata")).get("expected_answer")
+        if code == "math.no_boxed":
+            return shorten("no \\boxed in: …" + answer[-200:])
+        return shorten(f"boxed {boxes!r}; expected {expected!r}")
