@@ -7,7 +7,7 @@ and returns a summary, printing nothing (progress goes to an optional `on_progre
 >>> posttrain.load_recipe(None).pack.seq_len
 16384
 >>> sorted(API)[:4]
-['dedup', 'decontaminate', 'export', 'load_recipe']
+['decontaminate', 'dedup', 'export', 'load_recipe']
 
 The names load on first use, so `import posttrain` stays cheap and the package root, the lowest
 layer, imports no higher layer at import time.
