@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from posttrain.errors import PosttrainError
-from posttrain.jobs.export import ALPACA_STYLES, export_batches, openai_record
+from posttrain.jobs.export import export_batches
+from posttrain.jobs.export_formats import ALPACA_STYLES, openai_record
 from posttrain.schema import NEMOTRON_SCHEMA
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
