@@ -22,7 +22,6 @@ import json
 import re
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,11 +30,17 @@ import pyarrow.compute as pc
 import xxhash
 
 from posttrain.io.tokenizer import count_tokens as token_counts
-from posttrain.jobs.report.counters import LENGTH_EDGES, CappedCounter, LogHistogram
-from posttrain.jobs.report.text import DistinctSketch, dominant_scripts, word_trigram_hashes
+from posttrain.jobs.report.counters import LENGTH_EDGES, LogHistogram
+from posttrain.jobs.report.splits import (
+    MAX_MESSAGES_BIN,
+    THINK_TRACE,
+    SplitStats,
+    Turns,
+    count_text_mix,
+    split_result,
+)
 from posttrain.schema import ROLES
 
-THINK_TRACE = r"(?s)^\s*<think>(?P<trace>.*?)</think>"
 PROBLEM_SOURCE = r'"problem_source"\s*:\s*"(?P<ps>[^"\\]*)"'
 REASONING_TAG_CODES = ("think.",)
 ROLE_ORDER_CODES = ("structure.role_order", "structure.last_not_assistant", "structure.tool_reply_mismatch")
@@ -43,7 +48,6 @@ ACCURACY_CODES = ("math.mismatch", "stem.mismatch")
 #: Codes that make a row malformed for the seed's metric (broken structure, unreadable row or metadata).
 MALFORMED_CODE_PREFIXES = ("structure.role_order", "structure.last_not_assistant", "structure.tool_reply_mismatch",
                            "metadata.", "source.")  # fmt: skip
-MAX_MESSAGES_BIN = 128
 MAX_SOURCES = 64  # problem_source values with their own trace-length histogram
 EXAMPLES_PER_CODE = 3
 SNIPPET_CHARS = 240
@@ -51,92 +55,6 @@ _PRIVATE = re.compile(
     r"[\w.+-]+@[\w-]+\.[\w.-]+|(?:\+?\d[\d ()-]{6,}\d)|(?:sk|ghp|xox[bp]|AKIA)[-_A-Za-z0-9]{8,}"
     r"|-----BEGIN [A-Z ]*PRIVATE KEY-----"
 )
-
-
-@dataclass
-class SplitStats:
-    """Everything counted for one split."""
-
-    rows: int = 0
-    chars: int = 0
-    tokens: int = 0
-    reasoning: CappedCounter = field(default_factory=lambda: CappedCounter(16))
-    generators: CappedCounter = field(default_factory=CappedCounter)
-    licenses: CappedCounter = field(default_factory=CappedCounter)
-    problem_sources: CappedCounter = field(default_factory=CappedCounter)
-    scripts: Counter = field(default_factory=Counter)
-    messages_per_row: np.ndarray = field(default_factory=lambda: np.zeros(MAX_MESSAGES_BIN + 1, np.int64))
-    role_lengths: dict[str, LogHistogram] = field(default_factory=dict)
-    trace: LogHistogram = field(default_factory=LogHistogram)
-    input_chars: int = 0
-    output_chars: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    empty_input: int = 0
-    empty_output: int = 0
-    empty_rows: int = 0
-    malformed_rows: int = 0
-    with_expected: int = 0
-    reason_rows: Counter = field(default_factory=Counter)
-    rows_flagged: int = 0
-    rows_rejected: int = 0
-    reasoning_tag_fail: int = 0
-    role_order_fail: int = 0
-    accuracy_fail: int = 0
-    prompt_ngrams: DistinctSketch = field(default_factory=DistinctSketch)
-    answer_ngrams: DistinctSketch = field(default_factory=DistinctSketch)
-
-
-@dataclass
-class Turns:
-    """The `messages` column of a batch flattened to one entry per turn, with per-row positions."""
-
-    n: int  # rows
-    lens: np.ndarray  # turns per row
-    parents: np.ndarray  # row of each turn
-    role: np.ndarray  # role of each turn (object array)
-    content: pa.Array  # content of each turn ("" for null)
-    last_idx: np.ndarray  # index of each row's last turn (0 for rows without turns)
-    last_is_asst: np.ndarray  # the row's last turn is the assistant's
-    is_final: np.ndarray  # per turn: it is its row's final assistant turn
-    final_rows: np.ndarray  # rows whose last turn is the assistant's
-    final_text: pa.Array  # their final assistant content
-    is_user: np.ndarray  # per turn
-    first_user_rows: np.ndarray  # rows with a user turn
-    first_user_idx: np.ndarray  # the index of that row's first user turn
-
-    @classmethod
-    def of(cls, b: pa.RecordBatch) -> Turns:
-        msgs = b.column("messages")
-        lens = pc.list_value_length(msgs).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
-        flat = pc.list_flatten(msgs)
-        parents = pc.list_parent_indices(msgs).to_numpy(zero_copy_only=False).astype(np.int64)
-        role = np.asarray(flat.field("role").fill_null("(null)").to_numpy(zero_copy_only=False), dtype=object)
-        content = flat.field("content").fill_null("")
-        last_idx = np.where(lens > 0, np.cumsum(lens) - 1, 0)  # list_flatten skips null lists: offsets = cumsum
-        last_is_asst = lens > 0
-        last_is_asst[last_is_asst] = role[last_idx[last_is_asst]] == "assistant"
-        is_final = np.zeros(len(flat), dtype=bool)
-        is_final[last_idx[last_is_asst]] = True
-        final_rows = np.flatnonzero(last_is_asst)
-        is_user = role == "user"
-        user_idx = np.flatnonzero(is_user)
-        first_user_rows, first_pos = np.unique(parents[user_idx], return_index=True)
-        return cls(
-            n=b.num_rows, lens=lens, parents=parents, role=role, content=content, last_idx=last_idx,
-            last_is_asst=last_is_asst, is_final=is_final, final_rows=final_rows,
-            final_text=content.take(pa.array(last_idx[final_rows])), is_user=is_user,
-            first_user_rows=first_user_rows, first_user_idx=user_idx[first_pos],
-        )  # fmt: skip
-
-
-def _count_text_mix(st: SplitStats, t: Turns) -> None:
-    """Diversity (word 3-grams of user turns and of final answers without the trace) and prompt scripts."""
-    st.prompt_ngrams.add(word_trigram_hashes(t.content.filter(pa.array(t.is_user))))
-    st.answer_ngrams.add(word_trigram_hashes(pc.replace_substring_regex(t.final_text, THINK_TRACE, "")))
-    st.scripts.update(dominant_scripts(t.content.take(pa.array(t.first_user_idx))))
-    if t.n > len(t.first_user_rows):
-        st.scripts["none"] += t.n - len(t.first_user_rows)
 
 
 class ReportStats:
@@ -184,7 +102,7 @@ class ReportStats:
             malformed |= _rows_with_codes(b.column("reasons"), MALFORMED_CODE_PREFIXES)
         st.malformed_rows += int(malformed.sum())
         self._count_traces(st, t, meta)
-        _count_text_mix(st, t)
+        count_text_mix(st, t)
         st.with_expected += int(pc.sum(pc.match_substring(meta, '"expected_answer"').cast(pa.int64())).as_py() or 0)
         if "reasons" in b.schema.names:
             self._update_reasons(split, st, b, t)
@@ -289,7 +207,7 @@ class ReportStats:
 
         _register_check_codes()
         unit = "tokens" if self.count_tokens else "chars"
-        splits = {name: _split_result(st, self.count_tokens, self.saw_reasons) for name, st in sorted(self.splits.items())}
+        splits = {name: split_result(st, self.count_tokens, self.saw_reasons) for name, st in sorted(self.splits.items())}
         registry = reason_codes()
         all_codes = sorted({c for st in self.splits.values() for c in st.reason_rows})
         reasons = {}
@@ -323,62 +241,6 @@ class ReportStats:
                 "trace_by_source": {k: h.to_dict() for k, h in sorted(self.trace_by_source.items()) if h.count},
             },
         }
-
-
-def _split_result(st: SplitStats, count_tokens: bool, saw_reasons: bool) -> dict[str, Any]:
-    rows = max(st.rows, 1)
-    last = int(np.flatnonzero(st.messages_per_row).max()) if st.messages_per_row.any() else 0
-    mpr = st.messages_per_row[: last + 1]
-    seed = {
-        "rows": st.rows,
-        "avg_input_chars": st.input_chars / rows,
-        "avg_output_chars": st.output_chars / rows,
-        "avg_input_tokens": st.input_tokens / rows if count_tokens else None,
-        "avg_output_tokens": st.output_tokens / rows if count_tokens else None,
-        "empty_rows": st.empty_rows,
-        "empty_input": st.empty_input,
-        "empty_output": st.empty_output,
-        "malformed_rows": st.malformed_rows,
-    }
-    out: dict[str, Any] = {
-        "rows": st.rows,
-        "chars": st.chars,
-        "tokens": st.tokens,
-        "reasoning": dict(sorted(st.reasoning.items())),
-        "generators": dict(st.generators.most_common()),
-        "licenses": dict(st.licenses.most_common()),
-        "problem_sources": dict(st.problem_sources.most_common(20)),
-        "scripts": dict(st.scripts.most_common()),
-        "messages_per_row": {
-            "counts": mpr.tolist(),
-            "mean": float((np.arange(len(mpr)) * mpr).sum() / rows),
-            "max": last,
-            "capped_at": MAX_MESSAGES_BIN,
-        },
-        "role_lengths": {r: h.to_dict() for r, h in sorted(st.role_lengths.items())},
-        "trace": st.trace.to_dict(),
-        "seed_metrics": seed,
-        "diversity": {
-            kind: {"ngrams": sk.total, "distinct_estimate": round(sk.estimate()), "distinct_ratio": sk.ratio()}
-            for kind, sk in (("prompt", st.prompt_ngrams), ("answer", st.answer_ngrams))
-        },
-    }
-    if saw_reasons:
-        out["checks"] = {
-            "rows_flagged": st.rows_flagged,
-            "rows_rejected": st.rows_rejected,
-            "reason_rows": dict(sorted(st.reason_rows.items())),
-        }
-        out["consistency"] = {
-            "reasoning_tag_pass_rate": 1 - st.reasoning_tag_fail / rows,
-            "role_order_pass_rate": 1 - st.role_order_fail / rows,
-        }
-        out["accuracy"] = {
-            "rows_with_expected_answer": st.with_expected,
-            "mismatch_rows": st.accuracy_fail,
-            "agreement_rate": (1 - st.accuracy_fail / st.with_expected) if st.with_expected else None,
-        }
-    return out
 
 
 def _register_check_codes() -> None:
