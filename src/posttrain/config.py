@@ -382,6 +382,16 @@ class Recipe(_Section):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
+    @model_validator(mode="after")
+    def _rows_fit_packs(self) -> Recipe:
+        # checked here, before any work: otherwise the run would fail after the whole map phase
+        if self.tokenize.max_length > self.pack.seq_len:
+            raise ValueError(
+                f"tokenize.max_length ({self.tokenize.max_length}) exceeds pack.seq_len ({self.pack.seq_len}): "
+                "rows that long could never be packed; set tokenize.max_length <= pack.seq_len"
+            )
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
 
@@ -459,4 +469,8 @@ def apply_overrides(recipe: Recipe, **flags: Any) -> Recipe:
             data[key] = value
         else:
             data[section][key] = value
+    seq_len = flags.get("seq_len")
+    if seq_len is not None and data["tokenize"]["max_length"] > seq_len:
+        # a row longer than a pack can never be packed: --seq-len alone must be enough
+        data["tokenize"]["max_length"] = seq_len
     return recipe_from_dict(data, "command line")
