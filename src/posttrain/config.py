@@ -424,7 +424,9 @@ def recipe_from_dict(data: dict[str, Any], place: str = "recipe") -> Recipe:
         path = _error_path(err["loc"])
         if err["type"] == "extra_forbidden":
             raise RecipeError(f"unknown key '{path}'", place=place, fix="check the spelling; `posttrain recipe --default` lists every key") from None
-        raise RecipeError(f"'{path}': {err['msg']}", place=place, fix="see `posttrain recipe --default` for the expected shape") from None
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        text = msg if not err["loc"] else f"'{path}': {msg}"
+        raise RecipeError(text, place=place, fix="see `posttrain recipe --default` for the expected shape") from None
 
 
 def load_recipe(path: str | Path | None) -> Recipe:
