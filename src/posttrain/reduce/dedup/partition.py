@@ -1,0 +1,415 @@
+"""Dedup across workers: records per work unit, decisions per hash partition, one small merge.
+
+`ExactDedup` / `NearDedup` see the whole stream in one process. Here the same records
+(`exact_records`, `near_records`: per row, so any split of the stream gives the same ones) are made
+per work unit, each on its own worker, and written grouped by hash partition; then each partition
+is decided on its own worker; the driver only merges small results. The decisions are the serial
+ones, row for row, because every decision depends on a group that lives in one partition:
+
+- exact: a key group (same 128-bit key) is in the partition of its key's top bits; the kept row of
+  a group is the first by (error flag, rank, row), whatever the partitioning;
+- prompt quota: the same over the prompt key, after the rows exact dedup removed;
+- near: a band bucket (band, band hash) is in the partition of its hash; each partition pairs,
+  verifies (exact Jaccard over the rows' shingles, read from any unit's files) and returns its
+  candidate pairs with their verdict; the driver unions them (a pair found in two bands counts
+  once), runs one union-find over the verified pairs and picks representatives. Rows whose text is
+  identical to a clustered row's follow it; each partition reports, for its band-0 buckets, which
+  row leads each identical text.
+
+A signature unit's directory (rows numbered from 0 inside the unit; `bounds` in its result):
+
+    exact.bin, prompt.bin   KEY_RECORD, grouped by partition (top bits of the key)
+    bands.bin               BAND_RECORD, grouped by partition (top bits of the band hash)
+    shingles.bin            the rows' sorted shingle hashes (uint64), offsets.bin: rows + 1 int64 from 0
+    uuids.arrow             the rows' uuids (Arrow IPC, memory-mapped to name twins and members)
+
+A partition unit reads its slice of every signature unit (`bounds.npy`, `offsets.npy` in the
+pass's folder say where) and writes numpy files into its own unit directory. Everything lives
+under the run's output folder, the one place every worker can reach.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from posttrain.config import DedupConfig
+from posttrain.io.spool import UnitWriter, unit_dir
+from posttrain.reduce.dedup.exact import KEY_RECORD, exact_records, group_ranks, in_sorted
+from posttrain.reduce.dedup.lsh import bands_rows
+from posttrain.reduce.dedup.near import BAND_RECORD, Clusters, _bucket_pairs, cluster_components, near_records
+from posttrain.reduce.dedup.shingles import jaccard_sorted
+
+#: Hash partitions of the record files (top bits of the hash), as `PartitionedSpill` cuts them.
+PARTS = 64
+KINDS = {"exact": KEY_RECORD, "prompt": KEY_RECORD, "bands": BAND_RECORD}
+HASH_FIELD = {"exact": "hi", "prompt": "hi", "bands": "h"}
+NODE_RECORD = np.dtype([("row", "<i8"), ("err", "u1"), ("rank", "<u8")])
+_SHIFT = np.uint64(64 - (PARTS.bit_length() - 1))
+
+
+def partition_of(hashes: np.ndarray) -> np.ndarray:
+    """The partition of each 64-bit hash (its top bits).
+
+    >>> partition_of(np.array([0, 1 << 63, (1 << 64) - 1], np.uint64)).tolist()
+    [0, 32, 63]
+    """
+    return (np.asarray(hashes, np.uint64) >> _SHIFT).astype(np.int64)
+
+
+def write_partitioned(path: Path, records: np.ndarray, field: str) -> list[int]:
+    """Write `records` grouped by the partition of `field` (stable inside a partition); return the
+    PARTS + 1 record offsets of the partitions in the file."""
+    part = partition_of(records[field])
+    order = np.argsort(part, kind="stable")
+    records[order].tofile(path)
+    return np.searchsorted(part[order], np.arange(PARTS + 1)).tolist()
+
+
+# ---------------------------------------------------------------------------------------------
+# Per unit: the records of its rows
+# ---------------------------------------------------------------------------------------------
+
+
+class UnitSignatures:
+    """Collects one unit's dedup records batch by batch, then writes the unit's files."""
+
+    def __init__(self, config: DedupConfig) -> None:
+        self.config = config
+        self.exact = config.exact or bool(config.max_responses_per_prompt)
+        self.near = config.near
+        self.bands, self.rows_per_band = bands_rows(config)
+        self.rows = 0
+        self.batch_rows: list[int] = []
+        self._parts: dict[str, list[np.ndarray]] = {k: [] for k in KINDS}
+        self._shingles: list[np.ndarray] = []
+        self._offsets: list[np.ndarray] = [np.zeros(1, np.int64)]
+        self._shingled = 0
+        self._uuids: list[pa.Array] = []
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        start, n = self.rows, batch.num_rows
+        self.rows += n
+        self.batch_rows.append(n)
+        self._uuids.append(batch.column("uuid"))
+        if self.exact:
+            key, prompt = exact_records(batch, self.config, start)
+            for kind, rec in (("exact", key), ("prompt", prompt)):
+                if rec is not None:
+                    self._parts[kind].append(rec)
+        if self.near:
+            rec, flat, offsets = near_records(batch, self.config, self.bands, self.rows_per_band, start)
+            self._shingles.append(flat.astype(np.uint64))
+            self._offsets.append(offsets[1:] + self._shingled)
+            self._shingled += len(flat)
+            if rec is not None:
+                self._parts["bands"].append(rec)
+
+    def write(self, directory: Path) -> dict[str, Any]:
+        """Write the files into `directory`; the result records rows, batch sizes and partition bounds."""
+        bounds: dict[str, list[int]] = {}
+        for kind, dtype in KINDS.items():
+            recs = np.concatenate(self._parts[kind]) if self._parts[kind] else np.zeros(0, dtype)
+            bounds[kind] = write_partitioned(directory / f"{kind}.bin", recs, HASH_FIELD[kind])
+        if self.near:
+            np.concatenate(self._shingles or [np.zeros(0, np.uint64)]).tofile(directory / "shingles.bin")
+            np.concatenate(self._offsets).astype(np.int64).tofile(directory / "offsets.bin")
+        uuids = pa.concat_arrays([u.cast(pa.string()) for u in self._uuids]) if self._uuids else pa.array([], pa.string())
+        table = pa.table({"uuid": uuids})
+        with pa.OSFile(str(directory / "uuids.arrow"), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+            w.write_table(table)
+        return {"rows": self.rows, "batch_rows": self.batch_rows, "bounds": bounds}
+
+
+def signature_pass_meta(meta_dir: Path, units: list[int], results: list[dict[str, Any]]) -> np.ndarray:
+    """Write what the partition units need to find their slices (`units.npy`, `offsets.npy`,
+    `bounds-KIND.npy`) into the pass folder `meta_dir`; return the row offsets (units + 1)."""
+    meta_dir.mkdir(parents=True, exist_ok=True)
+    offsets = np.concatenate([[0], np.cumsum([r["rows"] for r in results])]).astype(np.int64)
+    np.save(meta_dir / "units.npy", np.asarray(units, np.int64))
+    np.save(meta_dir / "offsets.npy", offsets)
+    for kind in KINDS:
+        b = np.array([r["bounds"][kind] for r in results], np.int64).reshape(len(results), PARTS + 1)
+        np.save(meta_dir / f"bounds-{kind}.npy", b)
+    return offsets
+
+
+@dataclass
+class SignatureLayout:
+    """Where the signature units of a run are: their work folder and the pass's metadata folder."""
+
+    sig_work: Path
+    meta_dir: Path
+
+    def units(self) -> np.ndarray:
+        return np.load(self.meta_dir / "units.npy")
+
+    def offsets(self) -> np.ndarray:
+        return np.load(self.meta_dir / "offsets.npy")
+
+    def unit_path(self, u: int) -> Path:
+        return unit_dir(self.sig_work, int(u))
+
+    def load_partition(self, kind: str, p: int) -> np.ndarray:
+        """Partition `p` of record file `kind` over every unit, in unit order, rows made global."""
+        dtype = KINDS[kind]
+        bounds = np.load(self.meta_dir / f"bounds-{kind}.npy", mmap_mode="r")
+        offsets = self.offsets()
+        parts = []
+        for k, u in enumerate(self.units().tolist()):
+            lo, hi = int(bounds[k, p]), int(bounds[k, p + 1])
+            if hi > lo:
+                rec = np.fromfile(self.unit_path(u) / f"{kind}.bin", dtype=dtype, count=hi - lo, offset=lo * dtype.itemsize)
+                rec["row"] += offsets[k]
+                parts.append(rec)
+        return np.concatenate(parts) if parts else np.zeros(0, dtype)
+
+
+class ShingleReader:
+    """Global row -> its sorted shingle hashes, read (pread) from the unit that holds it.
+
+    At most `max_open` units' files are open at once; the last rows read are cached.
+    """
+
+    def __init__(self, layout: SignatureLayout, max_open: int = 64, cache: int = 4096) -> None:
+        self.layout = layout
+        self.units = layout.units()
+        self.offsets = layout.offsets()
+        self.max_open = max_open
+        self._fds: dict[int, tuple[int, int]] = {}
+        self.read = functools.lru_cache(maxsize=cache)(self._read)
+
+    def _files(self, k: int) -> tuple[int, int]:
+        fds = self._fds.pop(k, None)
+        if fds is None:
+            if len(self._fds) >= self.max_open:
+                old = next(iter(self._fds))
+                for fd in self._fds.pop(old):
+                    os.close(fd)
+            d = self.layout.unit_path(int(self.units[k]))
+            fds = (os.open(d / "offsets.bin", os.O_RDONLY), os.open(d / "shingles.bin", os.O_RDONLY))
+        self._fds[k] = fds  # most recently used last
+        return fds
+
+    def _read(self, row: int) -> np.ndarray:
+        k = int(np.searchsorted(self.offsets, row, side="right")) - 1
+        off_fd, sh_fd = self._files(k)
+        local = row - int(self.offsets[k])
+        lo, hi = np.frombuffer(os.pread(off_fd, 16, local * 8), dtype=np.int64)
+        return np.frombuffer(os.pread(sh_fd, int(hi - lo) * 8, int(lo) * 8), dtype=np.uint64)
+
+    def jaccard(self, a: int, b: int) -> float:
+        return jaccard_sorted(self.read(a), self.read(b))
+
+    def close(self) -> None:
+        self.read.cache_clear()
+        for fds in self._fds.values():
+            for fd in fds:
+                os.close(fd)
+        self._fds.clear()
+
+
+class RowUuids:
+    """uuids of global rows, from the signature units' memory-mapped `uuids.arrow`."""
+
+    def __init__(self, layout: SignatureLayout) -> None:
+        self.layout = layout
+        self.units = layout.units()
+        self.offsets = layout.offsets()
+
+    def get(self, rows: np.ndarray) -> pa.Array:
+        """uuids of `rows` in that order (null where a row is -1)."""
+        rows = np.asarray(rows, np.int64)
+        out: list[Any] = [None] * len(rows)
+        if len(rows) == 0:
+            return pa.array([], pa.string())
+        unit_of = np.searchsorted(self.offsets, rows, side="right") - 1
+        for k in np.unique(unit_of[rows >= 0]).tolist():
+            sel = np.flatnonzero((unit_of == k) & (rows >= 0))
+            with pa.memory_map(str(self.layout.unit_path(int(self.units[k])) / "uuids.arrow")) as src:
+                col = pa.ipc.open_file(src).read_all().column("uuid")
+                got = col.take(pa.array(rows[sel] - self.offsets[k])).to_pylist()
+            for i, u in zip(sel.tolist(), got, strict=True):
+                out[i] = u
+        return pa.array(out, pa.string())
+
+
+def commit_unit(work: Path, index: int, result: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Write `arrays` as .npy files into unit `index`'s directory and commit it (result.json last)."""
+    writer = UnitWriter(work, index)
+    try:
+        for name, arr in arrays.items():
+            np.save(writer.tmp / f"{name}.npy", arr)
+        writer.commit(result)
+    except BaseException:
+        writer.abort()
+        raise
+    return result
+
+
+def load_unit_arrays(work: Path, units: Iterable[int], name: str, empty: np.ndarray) -> np.ndarray:
+    """One array concatenated over the units' `NAME.npy` files, in unit order."""
+    parts = [np.load(unit_dir(work, u) / f"{name}.npy") for u in units]
+    parts = [p for p in parts if len(p)]
+    return np.concatenate(parts) if parts else empty
+
+
+# ---------------------------------------------------------------------------------------------
+# Per partition: exact and quota decisions, near candidate pairs
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ExactPartition:
+    """Decide one partition of exact keys (`kind` "exact") or prompt keys ("prompt", the quota):
+    in each key group the first `keep` rows by (error flag, rank, row) stay, the others go with the
+    group's first row as their twin. `removed` (a .npy of sorted rows) take no part (the quota runs
+    after exact dedup)."""
+
+    layout: SignatureLayout
+    work: Path
+    kind: str
+    keep: int = 1
+    removed: Path | None = None
+
+    def __call__(self, p: int) -> dict[str, Any]:
+        recs = self.layout.load_partition(self.kind, p)
+        if self.removed is not None and len(recs):
+            recs = recs[~in_sorted(recs["row"], np.load(self.removed))]
+        s, pos = group_ranks(recs)
+        losers = pos >= self.keep
+        rows, twins = s["row"][losers], s["row"][np.flatnonzero(losers) - pos[losers]]
+        return commit_unit(self.work, p, {"unit": p, "removed": int(len(rows))}, {"rows": rows, "twins": twins})
+
+
+def merge_removed(work: Path, parts: int = PARTS) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, twins) removed over every partition unit of an ExactPartition pass, sorted by row."""
+    rows = load_unit_arrays(work, range(parts), "rows", np.zeros(0, np.int64))
+    twins = load_unit_arrays(work, range(parts), "twins", np.zeros(0, np.int64))
+    order = np.argsort(rows, kind="stable")
+    return rows[order], twins[order]
+
+
+@dataclass
+class NearPartition:
+    """Pair one partition's band buckets (rows in `excluded` take no part), verify every candidate
+    pair by exact Jaccard, and record the members of verified pairs and, for band-0 buckets, the row
+    that leads each identical text (`followers`: follower row, leading row)."""
+
+    layout: SignatureLayout
+    work: Path
+    threshold: float
+    excluded: Path | None = None
+    follow_identical: bool = True
+
+    def __call__(self, p: int) -> dict[str, Any]:
+        recs = self.layout.load_partition("bands", p)
+        if self.excluded is not None and len(recs):
+            recs = recs[~in_sorted(recs["row"], np.load(self.excluded))]
+        i, j, s = _bucket_pairs(recs)
+        a, b = s["row"][i], s["row"][j]
+        lo, hi = np.minimum(a, b), np.maximum(a, b)
+        pairs = np.unique(np.stack([lo, hi], axis=1), axis=0) if len(lo) else np.zeros((0, 2), np.int64)
+        verified = np.zeros(len(pairs), bool)
+        if len(pairs):
+            reader = ShingleReader(self.layout)
+            try:  # pairs are sorted by first row: the shingle files are read roughly in order
+                verified = np.fromiter(
+                    (reader.jaccard(x, y) >= self.threshold for x, y in pairs.tolist()), bool, len(pairs)
+                )
+            finally:
+                reader.close()
+        good = pairs[verified]
+        in_good = in_sorted(s["row"], np.unique(good.reshape(-1)))
+        nodes = np.zeros(int(in_good.sum()), NODE_RECORD)
+        nodes["row"], nodes["err"], nodes["rank"] = s["row"][in_good], s["err"][in_good], s["rank"][in_good]
+        nodes = nodes[np.unique(nodes["row"], return_index=True)[1]]
+        followers = _identical_followers(recs) if self.follow_identical else np.zeros((0, 2), np.int64)
+        result = {"unit": p, "candidates": int(len(pairs)), "verified": int(verified.sum())}
+        return commit_unit(self.work, p, result,
+                           {"pairs": pairs.astype(np.int64), "verified": verified, "nodes": nodes, "followers": followers})
+
+
+def _identical_followers(recs: np.ndarray) -> np.ndarray:
+    """(row, leading row) for the band-0 records that share their bucket and text with a better row
+    (error flag, rank, row): the rows `_bucket_pairs` collapses onto the leading one."""
+    band0 = recs[recs["band"] == 0]
+    if len(band0) < 2:
+        return np.zeros((0, 2), np.int64)
+    order = np.lexsort((band0["row"], band0["rank"], band0["err"], band0["text"], band0["h"]))
+    s = band0[order]
+    new = np.ones(len(s), bool)
+    new[1:] = (s["h"][1:] != s["h"][:-1]) | (s["text"][1:] != s["text"][:-1])
+    leader = s["row"][np.flatnonzero(new)[np.cumsum(new) - 1]]
+    follow = ~new
+    return np.stack([s["row"][follow], leader[follow]], axis=1).astype(np.int64)
+
+
+@dataclass
+class NearMerge:
+    """What the driver makes of a NearPartition pass: the union of candidate pairs, the clusters."""
+
+    clusters: Clusters
+    candidate_pairs: int
+    verified_pairs: int
+
+
+def merge_near(work: Path, follow_identical: bool, jac: Callable[[int, int], float] | None = None,
+               parts: int = PARTS) -> NearMerge:
+    """Union the partitions' pairs (a pair found in two partitions counts once), cluster the verified
+    ones, and add the rows whose text is identical to a clustered row's, as `NearDedup` does."""
+    idx = range(parts)
+    pairs = load_unit_arrays(work, idx, "pairs", np.zeros((0, 2), np.int64)).reshape(-1, 2)
+    verified = load_unit_arrays(work, idx, "verified", np.zeros(0, bool))
+    empty = Clusters(*(np.zeros(0, t) for t in (np.int64, np.int64, np.uint64, np.float32, bool)))
+    if len(pairs) == 0:
+        return NearMerge(empty, 0, 0)
+    uniq, first = np.unique(pairs, axis=0, return_index=True)
+    ok = verified[first]
+    good = uniq[ok]
+    nodes = load_unit_arrays(work, idx, "nodes", np.zeros(0, NODE_RECORD))
+    nodes = nodes[np.unique(nodes["row"], return_index=True)[1]]
+    clusters = cluster_components(good, nodes["row"], nodes["err"].astype(np.uint64), nodes["rank"], jac)
+    clusters.candidate_pairs, clusters.verified_pairs = len(uniq), int(ok.sum())
+    if follow_identical and len(clusters.rows):
+        followers = load_unit_arrays(work, idx, "followers", np.zeros((0, 2), np.int64)).reshape(-1, 2)
+        hit = in_sorted(followers[:, 1], clusters.rows)
+        extra, lead = followers[hit, 0], followers[hit, 1]
+        if len(extra):
+            entry = np.searchsorted(clusters.rows, lead)
+            clusters.rows = np.concatenate([clusters.rows, extra])
+            for f in ("rep_rows", "rep_ranks", "similarity", "removed"):
+                arr = getattr(clusters, f)
+                setattr(clusters, f, np.concatenate([arr, arr[entry]]))
+            order = np.argsort(clusters.rows, kind="stable")
+            for f in ("rows", "rep_rows", "rep_ranks", "similarity", "removed"):
+                setattr(clusters, f, getattr(clusters, f)[order])
+    return NearMerge(clusters, clusters.candidate_pairs, clusters.verified_pairs)
+
+
+@dataclass
+class SimilarityChunk:
+    """Exact Jaccard of cluster members to their representative, `chunk` members per unit
+    (`members.npy`: member row, representative row, in the pass folder)."""
+
+    layout: SignatureLayout
+    work: Path
+    members: Path
+    chunk: int
+
+    def __call__(self, c: int) -> dict[str, Any]:
+        pairs = np.load(self.members, mmap_mode="r")[c * self.chunk : (c + 1) * self.chunk]
+        reader = ShingleReader(self.layout)
+        try:
+            sim = np.fromiter((1.0 if a == b else reader.jaccard(a, b) for a, b in np.asarray(pairs).tolist()),
+                              np.float32, len(pairs))
+        finally:
+            reader.close()
+        return commit_unit(self.work, c, {"unit": c, "members": int(len(pairs))}, {"similarity": sim})
