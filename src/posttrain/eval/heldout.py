@@ -1,0 +1,128 @@
+"""A held-out slice of the prepared data, graded per category: how well did the model learn its own data?
+
+The slice is chosen by a salted xxh64 of the row uuid (`in_heldout`), so it depends on nothing but
+the uuid and the fraction: the same rows on every run, engine and source copy, and independent of
+the unsalted uuid hash that packing and mixing use. Training must leave these rows out for the
+numbers to mean anything; `heldout_mask` is the function to filter with.
+
+Graded categories: `math` (the reference answer, `metadata.expected_answer` or else the reference
+turn's last `\\boxed{}`), `stem` (the same; a letter answer is graded as a letter), `tool_calling`
+(the first assistant turn that calls tools: names and JSON arguments must match). `chat` and `code`
+rows carry no reference to grade against and are not offered.
+
+>>> bool(in_heldout("row-1", 1.0)), bool(in_heldout("row-1", 1e-9))
+(True, False)
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import xxhash
+
+from posttrain.errors import PosttrainError
+from posttrain.eval.answers import single_letter, split_reasoning
+from posttrain.eval.items import Coverage, EvalItem
+from posttrain.stages.checks.math import boxed_answers
+
+GRADED_CATEGORIES = ("math", "stem", "tool_calling")
+#: The salt of the held-out hash: distinct from the unsalted uuid keys of packing and mixing.
+HELDOUT_SEED = 0x6E7A_1D0F
+
+
+def heldout_mask(uuids: list[str], fraction: float) -> np.ndarray:
+    """Boolean mask of the rows in the held-out slice (salted xxh64 below fraction of 2**64)."""
+    threshold = int(fraction * 2**64) if fraction < 1.0 else 2**64
+    keys = np.fromiter((xxhash.xxh64_intdigest(u.encode("utf-8"), seed=HELDOUT_SEED) for u in uuids),
+                       dtype=np.uint64, count=len(uuids))  # fmt: skip
+    return keys < np.uint64(threshold) if threshold < 2**64 else np.ones(len(uuids), dtype=bool)
+
+
+def in_heldout(uuid: str, fraction: float) -> bool:
+    return bool(heldout_mask([uuid], fraction)[0])
+
+
+def _clean(message: dict[str, Any]) -> dict[str, Any]:
+    """A message as chat templates expect it: tool-call arguments as objects, empty fields dropped."""
+    out: dict[str, Any] = {"role": message["role"], "content": message.get("content") or ""}
+    calls = message.get("tool_calls") or []
+    if calls:
+        out["tool_calls"] = [
+            {"type": "function", "function": {"name": c["function"]["name"], "arguments": _args(c["function"])}}
+            for c in calls
+        ]
+    return out
+
+
+def _args(function: dict[str, Any]) -> Any:
+    raw = function.get("arguments")
+    try:
+        return json.loads(raw) if isinstance(raw, str) else (raw or {})
+    except ValueError:
+        return raw
+
+
+def _reference_answer(meta: dict[str, Any], reply: str) -> str | None:
+    expected = meta.get("expected_answer")
+    if expected is not None and str(expected).strip():
+        return str(expected).strip()
+    boxes = boxed_answers(split_reasoning(reply)[1])
+    return boxes[-1] if boxes else None
+
+
+def row_item(row: dict[str, Any], category: str) -> EvalItem | None:
+    """The graded item of one source row, or None when the row has nothing to grade against."""
+    messages = row.get("messages") or []
+    meta = _metadata(row.get("metadata"))
+    target = next((i for i, m in enumerate(messages) if m["role"] == "assistant"
+                   and (category != "tool_calling" or m.get("tool_calls"))), None)  # fmt: skip
+    if target is None:
+        return None
+    prompt = [_clean(m) for m in messages[:target]]
+    if not any(m["role"] == "user" and m["content"].strip() not in ("", "-") for m in prompt):
+        return None  # a withheld prompt (never restored): nothing to ask
+    name, uid = f"heldout/{category}", str(row["uuid"])
+    if category == "tool_calling":
+        calls = [{"name": c["function"]["name"], "arguments": _args(c["function"])}
+                 for c in messages[target]["tool_calls"]]  # fmt: skip
+        return EvalItem(name, uid, "tools", messages=prompt, tools=meta.get("tools") or None, expected_calls=calls)
+    answer = _reference_answer(meta, messages[target].get("content") or "")
+    if answer is None:
+        return None
+    letter = single_letter(answer) if category == "stem" else None
+    if letter:
+        return EvalItem(name, uid, "choice", messages=prompt, answer=letter)
+    return EvalItem(name, uid, "math", messages=prompt, answer=answer)
+
+
+def _metadata(text: str | None) -> dict[str, Any]:
+    try:
+        meta = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def heldout_items(
+    category: str, source: str | None, fraction: float, *, limit: int | None = None
+) -> tuple[list[EvalItem], Coverage]:
+    """Graded items of one category's held-out slice, in source order; coverage = gradable / rows in the slice."""
+    if category not in GRADED_CATEGORIES:
+        raise PosttrainError(f"held-out category '{category}' cannot be graded", place="benchmarks",
+                             fix=f"use heldout/{{{','.join(GRADED_CATEGORIES)}}}")  # fmt: skip
+    from posttrain.io.sources import open_source
+
+    src = open_source(source, split=[category])
+    items: list[EvalItem] = []
+    in_slice = 0
+    for batch in src.iter_batches(batch_size=2048):
+        mask = heldout_mask(batch.column("uuid").to_pylist(), fraction)
+        if not mask.any():
+            continue
+        picked = batch.filter(mask).to_pylist()
+        in_slice += len(picked)
+        items.extend(it for row in picked if (it := row_item(row, category)) is not None)
+    where = f"{source or 'bundled sample'} [{category}], {fraction:.2%} of rows by uuid hash"
+    return (items[:limit] if limit else items), Coverage(len(items), in_slice, where)

@@ -1,0 +1,76 @@
+"""Tokenizer fingerprints: the shards and the model must speak the same token ids.
+
+`prepare` records `tokenizer_fingerprint(dir)` in the manifest (`manifest["tokenizer"]`); `run_train`
+computes the model's and refuses shards whose fingerprint differs. Token ids from another tokenizer
+train a model on garbage without any error, which is why the check compares the bytes and not just
+the vocabulary size.
+
+It sits in io/ (beside the tokenizer loader) so that `prepare` (jobs) and `train` both use it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from posttrain.errors import PosttrainError
+
+
+def tokenizer_fingerprint(tokenizer_dir: str | Path) -> dict[str, Any]:
+    """sha256 of `tokenizer.json` (bytes and canonical content), vocab size, special-token ids.
+
+    `content_sha256` hashes the parsed JSON with sorted keys, so the same tokenizer saved by another
+    library version (other whitespace or key order) still matches.
+    """
+    path = Path(tokenizer_dir)
+    path = path if path.name == "tokenizer.json" else path / "tokenizer.json"
+    if not path.is_file():
+        raise PosttrainError(
+            "no tokenizer.json", place=str(path.parent), fix="give a folder saved with a fast (tokenizers) tokenizer"
+        )
+    st = path.stat()
+    return dict(_fingerprint(str(path.resolve()), st.st_mtime_ns, st.st_size))
+
+
+@functools.lru_cache(maxsize=16)
+def _fingerprint(path: str, mtime_ns: int, size: int) -> dict[str, Any]:
+    """Cached by (path, mtime, size): a run fingerprints the same multi-MB file more than once."""
+    from tokenizers import Tokenizer
+
+    raw = Path(path).read_bytes()
+    data = json.loads(raw)
+    canonical = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+    special = {t["content"]: int(t["id"]) for t in data.get("added_tokens", []) if t.get("special")}
+    return {
+        "sha256": hashlib.sha256(raw).hexdigest(),
+        "content_sha256": hashlib.sha256(canonical).hexdigest(),
+        "vocab_size": Tokenizer.from_str(raw.decode("utf-8")).get_vocab_size(with_added_tokens=True),
+        "special_ids": dict(sorted(special.items(), key=lambda kv: kv[1])),
+    }
+
+
+def fingerprint_mismatch(shards: dict[str, Any], model: dict[str, Any]) -> str | None:
+    """None when both fingerprints name the same tokenizer, else a short description of the difference.
+
+    >>> a = {"sha256": "x", "content_sha256": "c", "vocab_size": 10, "special_ids": {"<s>": 1}}
+    >>> fingerprint_mismatch(a, dict(a, sha256="y")) is None
+    True
+    >>> fingerprint_mismatch(a, dict(a, sha256="y", content_sha256="d", vocab_size=12))
+    'vocab size 10 != 12'
+    """
+    if shards.get("sha256") == model.get("sha256"):
+        return None
+    if shards.get("content_sha256") and shards.get("content_sha256") == model.get("content_sha256"):
+        return None
+    diffs = []
+    if shards.get("vocab_size") != model.get("vocab_size"):
+        diffs.append(f"vocab size {shards.get('vocab_size')} != {model.get('vocab_size')}")
+    a, b = shards.get("special_ids") or {}, model.get("special_ids") or {}
+    changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    if changed:
+        shown = ", ".join(f"{k}: {a.get(k)} vs {b.get(k)}" for k in changed[:3])
+        diffs.append(f"{len(changed)} special token id(s) differ ({shown})")
+    return "; ".join(diffs) or "tokenizer.json differs (same vocab size and special ids, other merges or vocab)"
