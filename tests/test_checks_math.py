@@ -102,3 +102,27 @@ def test_verifier_outcomes():
         ]  # fmt: skip
     finally:
         v.close()
+
+
+def test_decorated_expected_answers_are_reduced_to_their_stated_answer():
+    # issue 12 item 9: real expected_answer values such as `$V=\frac{2}{3}m^3…=\frac{m^3…}{3}$`
+    from posttrain.stages.checks.math import answer_core
+
+    volume = r"$V=\frac{2}{3}m^3\sqrt{2}=\frac{2\sqrt{2}m^3}{3}$"
+    assert answer_core(volume) == r"\frac{2\sqrt{2}m^3}{3}"
+    assert quick_verdict(volume, r"\frac{2\sqrt{2}m^3}{3}") == "ok"
+    assert quick_verdict("x = 5", "5") == "ok" and quick_verdict("x=5", "x = 5") == "ok"
+    assert quick_verdict(r"\boxed{f(x)=2x+1}", "2x+1") == "ok"
+    assert quick_verdict("n = 12", "13") == "mismatch"
+    assert quick_verdict("a=1, b=2", "2") is None  # a list of assignments keeps its form: math-verify decides
+    assert answer_core(r"x \le 3") == r"x \le 3" and answer_core("x <= 3") == "x <= 3"
+    check = BoxedAnswerCheck(verify_timeout=5)
+    try:
+        got = run(check,
+                  row(r"<think>t</think>so \boxed{\frac{2\sqrt{2}m^3}{3}}", expected=volume),
+                  row(r"<think>t</think>\boxed{V = \dfrac{2\sqrt{2}\,m^3}{3}}", expected=volume),
+                  row(r"<think>t</think>\boxed{\frac{m^3}{3}}", expected=volume),
+                  row(r"<think>t</think>\boxed{y=2+x}", expected="y = x + 2"))  # fmt: skip
+    finally:
+        check.verifier.close()
+    assert got == [[], [], ["math.mismatch"], []]

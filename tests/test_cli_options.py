@@ -11,7 +11,7 @@ from posttrain.cli import app
 
 READERS = ["info", "inspect", "validate", "rehydrate", "report", "dedup", "decontaminate", "select", "prepare", "export"]
 WRITERS = ["validate", "rehydrate", "dedup", "decontaminate", "select", "prepare", "export"]
-ENGINES = ["validate", "rehydrate", "decontaminate", "prepare", "export"]
+ENGINES = ["validate", "rehydrate", "dedup", "decontaminate", "select", "prepare", "export"]
 
 
 def options(command: str) -> set[str]:
@@ -43,7 +43,7 @@ def test_engine_options_where_the_command_runs_on_engines(command: str) -> None:
     assert {"--engine", "--workers", "--address"} <= options(command)
 
 
-@pytest.mark.parametrize("command", ["dedup", "select", "info", "inspect", "report"])
+@pytest.mark.parametrize("command", ["info", "inspect", "report"])
 def test_no_engine_option_accepted_only_to_be_refused(command: str) -> None:
     assert "--engine" not in options(command)
 

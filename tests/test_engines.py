@@ -17,7 +17,8 @@ import yaml
 from posttrain.runner.engines import get_engine
 
 # Small units (one row group each) so there are many of them, and a single split to stay quick.
-RECIPE = {"source": {"splits": ["math", "tool_calling"], "unit_rows": 100}, "pack": {"seq_len": 8192, "shard_packs": 10}}
+RECIPE = {"source": {"splits": ["math", "tool_calling"], "unit_rows": 100}, "tokenize": {"max_length": 8192},
+          "pack": {"seq_len": 8192, "shard_packs": 10}}
 
 
 def prepare(tmp_path: Path, out: Path, *extra: str, env: dict | None = None, wait: bool = True):

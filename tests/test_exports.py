@@ -113,7 +113,7 @@ def test_openai_export_keeps_tools_calls_and_unicode(source_file, tmp_path):
     summary = export_batches(_batches(source_file), "openai", out)
     assert summary.rows_in == 6 and summary.rows_out == 5
     assert summary.rejected == {"metadata.invalid_json": 1}
-    assert sorted(p.name for p in out.iterdir()) == [
+    assert sorted(p.name for p in out.iterdir() if p.name != ".posttrain") == [  # .posttrain: the ownership record
         "chat.jsonl",
         "code.jsonl",
         "export.json",

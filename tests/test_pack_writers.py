@@ -111,7 +111,7 @@ def test_prepare_rotates_shards_by_shard_bytes(tmp_path):
     from posttrain.cli import app
 
     recipe = tmp_path / "r.yaml"
-    recipe.write_text("pack: {seq_len: 4096, shard_bytes: 400000}\ndedup: null\ndecontaminate: null\n")
+    recipe.write_text("pack: {seq_len: 4096, shard_bytes: 400000}\ntokenize: {max_length: 4096}\ndedup: null\ndecontaminate: null\n")
     res = CliRunner().invoke(app, ["prepare", str(recipe), "--out", str(tmp_path / "o"), "--limit", "600", "--no-progress"])
     assert res.exit_code == 0, res.output
     shards = json.loads((tmp_path / "o" / "manifest.json").read_text())["shards"]

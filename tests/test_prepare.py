@@ -20,7 +20,7 @@ from posttrain.sample import load_manifest
 runner = CliRunner()
 
 # Small packs so the sample makes several shards; everything else is the default recipe.
-SMALL = {"pack": {"seq_len": 8192, "shard_packs": 40}}
+SMALL = {"tokenize": {"max_length": 8192}, "pack": {"seq_len": 8192, "shard_packs": 40}}
 
 
 def write_recipe(tmp_path: Path, data: dict, name: str = "recipe.yaml") -> Path:
@@ -141,7 +141,7 @@ def test_rerun_resumes_and_other_recipe_is_refused(prepared: Path, tmp_path: Pat
     r = run_prepare_cli(str(write_recipe(tmp_path, SMALL)), "--out", str(prepared))
     assert r.exit_code == 0, r.output
     assert json.loads((prepared / "manifest.json").read_text())["shards"] == before
-    r = run_prepare_cli(str(write_recipe(tmp_path, {"pack": {"seq_len": 4096}})), "--out", str(prepared))
+    r = run_prepare_cli(str(write_recipe(tmp_path, {"tokenize": {"max_length": 4096}, "pack": {"seq_len": 4096}})), "--out", str(prepared))
     assert r.exit_code == 2
     assert "different recipe" in r.output
 
@@ -215,6 +215,7 @@ def test_pack_counts_match_tokens_by_category(prepared: Path):
 MIX = {
     "select": {"seed": 3, "mix": {"by": "category", "rows": 1200,
                                   "weights": {"math": 0.4, "code": 0.2, "chat": 0.2, "stem": 0.1, "tool_calling": 0.1}}},
+    "tokenize": {"max_length": 8192},
     "pack": {"seq_len": 8192},
 }
 

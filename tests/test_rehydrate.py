@@ -166,11 +166,13 @@ def test_positional_taco_layout_jsonl_and_hub_mirror(tmp_path):
     pq.write_table(pa.table({"index": ["A", "B"], "description": ["first", "second"], "input_format": ["n", "m"],
                              "output_format": ["x", "y"], "examples": [[], [{"input": "1\n", "output": "2\n"}]],
                              "note": [None, "see above"]}), cf)  # fmt: skip
+    # small copies keyed by position: their row counts are declared (the real ones are checked)
     stage = RestorePrompts({"taco": "BAAI/TACO", "apps": str(apps), "open-r1/codeforces": str(cf.parent)},
-                           hub_mirror=tmp_path / "mirror")  # fmt: skip
+                           hub_mirror=tmp_path / "mirror",
+                           expected_rows={"taco": {"train": 50, "test": 5}, "codeforces": {"train": 2}})  # fmt: skip
     cf_row = stage.process(_batch([_code_row("g", "open-r1/codeforces", "train", 1)])).to_pylist()[0]
-    assert cf_row["messages"][0]["content"] == (
-        "second\n\nInput\n\nm\n\nOutput\n\ny\n\nExamples\n\nInput\n\n1\n\nOutput\n\n2\n\nNote\n\nsee above")
+    assert cf_row["messages"][0]["content"] == (  # examples as NVIDIA writes them: not stripped
+        "second\n\nInput\n\nm\n\nOutput\n\ny\n\nExamples\n\nInput\n\n1\n\n\nOutput\n\n2\n\n\nNote\n\nsee above")
     rows = [_code_row("a", "taco", "train", 37), _code_row("b", "taco", "test", 4), _code_row("c", "apps", "test", 11),
             _code_row("d", "apps", "train", 2), _code_row("e", "taco", "test", 5), _code_row("f", "code_contests", "train", 1)]  # fmt: skip
     out = stage.process(_batch(rows)).to_pylist()
@@ -219,9 +221,8 @@ def test_bad_sources_name_themselves(tmp_path):
         RestorePrompts({"taco": str(tmp_path / "missing.parquet")})
     wrong = tmp_path / "wrong.parquet"
     pq.write_table(pa.table({"text": ["x"]}), wrong)
-    stage = RestorePrompts({"taco": str(wrong)})
     with pytest.raises(PosttrainError, match="taco source .*wrong.parquet.*question/description"):
-        stage.process(_batch([_code_row("a", "taco", "train", 0)]))
+        RestorePrompts({"taco": str(wrong)})  # code sources are indexed (and checked) when the stage is built
 
 
 def test_cli_on_the_bundled_sample(tmp_path, manifest):

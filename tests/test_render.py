@@ -115,7 +115,8 @@ def test_reasoning_row_keeps_trace_where_official_drops_it(official):
 
 
 def test_reasoning_off_row_is_byte_identical_to_official(official):
-    r = NemotronSuperRenderer()
+    # as the data has it (render.reasoning_off: data); the served form is in test_reasoning_render.py
+    r = NemotronSuperRenderer(RenderConfig(reasoning_off="data"))
     assert r.render(REASONING_OFF).text == official_text(official, r, REASONING_OFF)
     assert r.messages_for(REASONING_OFF)[0]["content"] == "/no_think"
 
@@ -262,9 +263,9 @@ def test_render_batch_arrow_output_and_bad_metadata():
 
 
 def test_render_stage_pickles_and_runs():
-    stage = pickle.loads(pickle.dumps(RenderStage(RenderConfig(template="chatml-qwen3"))))
+    stage = pickle.loads(pickle.dumps(RenderStage(RenderConfig(template="chatml-qwen3", reasoning_off="data"))))
     out = stage.process(_batch([REASONING_ON]))
-    assert out.column("text")[0].as_py().startswith("<|im_start|>system\n/think<|im_end|>\n")
+    assert out.column("text")[0].as_py().startswith("<|im_start|>system\n/think<|im_end|>\n")  # the soft switch
 
 
 def test_hf_template_renderer_spans_and_escaped_specials():
@@ -300,7 +301,7 @@ def test_hf_renderer_on_official_super_template_matches_builtin():
     specials = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
     cfg = RenderConfig(trace="none", think_on="/think", think_off="/no_think")
     hf = HFTemplateRenderer(str(official_template_path()), cfg, specials=specials)
-    builtin = NemotronSuperRenderer(RenderConfig(trace="none"))
+    builtin = NemotronSuperRenderer(RenderConfig(trace="none", reasoning_off="data"))  # the template's own render
     for conv in (REASONING_OFF, REASONING_ON, TOOL_ROW):
         a, b = hf.render(conv), builtin.render(conv)
         assert a.reasons == [] and (a.text, a.spans, a.specials) == (b.text, b.spans, b.specials)

@@ -194,6 +194,10 @@ class DecontamConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     benchmarks: list[str] = Field(default_factory=lambda: list(BUILTIN_BENCHMARKS))
+    benchmark_files: dict[str, str] = Field(
+        default_factory=dict, description="NAME -> a full copy of benchmark NAME (file or hub-layout folder), "
+        "instead of the offline subset (math500 311/500, aime25 15/30, gsm8k 100/1,319)"
+    )
     ngram: int = Field(13, ge=1, le=64)
     min_overlap: float = Field(0.5, ge=0.0, le=1.0)
     policy: Literal["drop", "flag"] = "drop"
@@ -243,6 +247,13 @@ class RenderConfig(BaseModel):
     train_turns: Literal["all", "final"] = Field("all", description="which assistant turns are trained")
     reasoning_flag: Literal["row", "on", "off", "none"] = Field(
         "row", description="system reasoning flag: from the row's `reasoning`, forced on/off, or none"
+    )
+    reasoning_off: Literal["served", "data"] = Field(
+        "served",
+        description="reasoning-off turns as the model is served ('served': the template's off-mode prefill "
+        "<think>\\n\\n</think>\\n\\n as untrained prompt, the data's empty think block folded into it; Qwen3 "
+        "without soft-switch flags; Llama-3 detailed thinking without the empty block) or as the data has "
+        "them right after the header ('data', the behaviour before)",
     )
     think_on: str | None = Field(None, description="flag text for reasoning on (default: the template's)")
     think_off: str | None = Field(None, description="flag text for reasoning off (default: the template's)")
@@ -336,6 +347,15 @@ class RehydrateSection(_Section):
     code_sources: dict[str, str] = Field(default_factory=dict, description="taco/apps/code_contests/codeforces -> path or hub id")
     chat_source: str | None = Field(None, description="lmsys-chat-1m path or hub id")
     keep_unrecoverable: bool = False
+    codeforces_examples: Literal["reference", "stripped"] = Field(
+        "reference", description="codeforces examples as NVIDIA's text has them ('reference') or stripped"
+    )
+    expected_rows: dict[str, dict[str, int]] = Field(
+        default_factory=dict, description="rows per split a positionally keyed source must have, e.g. "
+        "{taco: {train: 25443}}; adds to / overrides the built-in counts of the real sources"
+    )
+    check_rows: bool = Field(True, description="refuse a positionally keyed source whose rows per split differ")
+    verify_hashes: str | None = Field(None, description="hash list (key -> sha256 of the restored prompt) to check")
 
 
 class ValidateSection(_Section):
@@ -344,8 +364,9 @@ class ValidateSection(_Section):
     enabled: bool = True
     checks: list[str] | None = Field(None, description="check families; null = all but length")
     severity: dict[str, Literal["error", "warn"]] = Field(
-        default_factory=lambda: {"prompt.withheld": "error"},
-        description="per-code severity overrides; a withheld prompt is an error in training data",
+        default_factory=lambda: {"prompt.withheld": "error", "prompt.no_response": "error"},
+        description="per-code severity overrides; a withheld prompt or a prompt without a response (RL rows) "
+        "is an error in training data",
     )
     verify_timeout: float = Field(5.0, gt=0, description="seconds per math-verify comparison")
 
@@ -420,10 +441,13 @@ def recipe_from_dict(data: dict[str, Any], place: str = "recipe") -> Recipe:
     try:
         return Recipe.model_validate(data)
     except ValidationError as exc:
+        unknown = [_error_path(e["loc"]) for e in exc.errors() if e["type"] == "extra_forbidden"]
+        if unknown:  # every misspelt key at once, not one per run
+            keys = ", ".join(f"'{k}'" for k in unknown)
+            raise RecipeError(f"unknown key{'s' if len(unknown) > 1 else ''} {keys}", place=place,
+                              fix="check the spelling; `posttrain recipe --default` lists every key") from None
         err = exc.errors()[0]
         path = _error_path(err["loc"])
-        if err["type"] == "extra_forbidden":
-            raise RecipeError(f"unknown key '{path}'", place=place, fix="check the spelling; `posttrain recipe --default` lists every key") from None
         msg = str(err["msg"]).removeprefix("Value error, ")
         text = msg if not err["loc"] else f"'{path}': {msg}"
         raise RecipeError(text, place=place, fix="see `posttrain recipe --default` for the expected shape") from None

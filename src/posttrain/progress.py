@@ -28,6 +28,8 @@ class ProgressEvent:
     unit: str = "rows"
     tokens: int = 0
     message: str | None = None  # a line worth telling the user (a phase note), not an error
+    units: int = 0  # work units of the phase finished with this event
+    units_total: int | None = None  # work units the phase has (grows as a phase plans more passes)
 
 
 OnProgress = Callable[[ProgressEvent], None]
@@ -39,8 +41,8 @@ def reporter(on_progress: OnProgress | None) -> Callable[..., None]:
         return lambda *_a, **_k: None
 
     def report(phase: str, advance: int = 0, total: int | None = None, unit: str = "rows", tokens: int = 0,
-               message: str | None = None) -> None:
-        on_progress(ProgressEvent(phase, advance, total, unit, tokens, message))
+               message: str | None = None, units: int = 0, units_total: int | None = None) -> None:
+        on_progress(ProgressEvent(phase, advance, total, unit, tokens, message, units, units_total))
 
     return report
 
@@ -58,4 +60,5 @@ def unit_progress(on_progress: OnProgress | None, phase: str, total: int | None 
     """An `on_result` for the unit runner: each finished unit's `rows_in` as progress of `phase`."""
     report = reporter(on_progress)
     report(phase, total=total)
-    return lambda result: report(phase, advance=int(result.get("rows_in", 0)), tokens=int(result.get("tokens", 0)))
+    return lambda result: report(phase, advance=int(result.get("rows_in", 0)), tokens=int(result.get("tokens", 0)),
+                                 units=1)

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from posttrain import __version__
-from posttrain.cli.options import DEBUG, handle_errors
+from posttrain.cli.options import DEBUG, handle_errors, with_wait
 
 app = typer.Typer(
     name="posttrain",
@@ -38,11 +38,16 @@ def _root(
     DEBUG["on"] = debug or bool(os.environ.get("POSTTRAIN_DEBUG"))
 
 
+#: the commands that write an --out folder (they take --wait)
+WRITERS = ("validate", "rehydrate", "dedup", "decontaminate", "select", "prepare", "export")
+
+
 def _register_all() -> None:
     # in the order of the pipeline; each module declares its commands with `register(app)`
     from posttrain.cli import (
         decontaminate,
         dedup,
+        eval,
         export,
         info,
         inspect,
@@ -50,12 +55,16 @@ def _register_all() -> None:
         rehydrate,
         report,
         select,
+        train,
         validate,
     )
 
-    for module in (info, inspect, validate, rehydrate, report, dedup, decontaminate, select, prepare, export):
+    for module in (info, inspect, validate, rehydrate, report, dedup, decontaminate, select, prepare, export, train,
+                   eval):
         module.register(app)
     for cmd in app.registered_commands:
+        if cmd.name in WRITERS:
+            cmd.callback = with_wait(cmd.callback)
         cmd.callback = handle_errors(cmd.callback)
 
 

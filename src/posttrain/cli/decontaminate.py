@@ -31,6 +31,22 @@ def register(app: typer.Typer) -> None:
     app.command("decontaminate")(decontaminate)
 
 
+def parse_benchmark_files(specs: list[str] | None) -> dict[str, str]:
+    """`NAME=PATH` options to a dict.
+
+    >>> parse_benchmark_files(["math500=/data/MATH-500", "gsm8k=/data/gsm8k.jsonl:question"])
+    {'math500': '/data/MATH-500', 'gsm8k': '/data/gsm8k.jsonl:question'}
+    """
+    out: dict[str, str] = {}
+    for spec in specs or []:
+        name, sep, path = spec.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise RecipeError(f"bad --benchmark-file {spec!r}", place="--benchmark-file",
+                              fix="write NAME=PATH, e.g. math500=/data/MATH-500/test.jsonl")  # fmt: skip
+        out[name.strip()] = path.strip()
+    return out
+
+
 def decontaminate(
     source: SourceArg = None,
     out: OutOpt = "out/decontaminate",
@@ -39,6 +55,11 @@ def decontaminate(
         typer.Option(help="Comma-separated: humaneval, math500, aime24, aime25, gsm8k, a hub id (openai/gsm8k, "
                           "HuggingFaceH4/MATH-500, gpqa, mmlu, livecodebench), PATH:FIELD or HUBID:FIELD."),
     ] = "humaneval,math500,aime24,aime25,gsm8k",
+    benchmark_file: Annotated[
+        list[str] | None,
+        typer.Option("--benchmark-file", help="NAME=PATH: a full copy of benchmark NAME (a .jsonl/.json/.parquet/.csv "
+                     "file, FILE:FIELD, or a folder mirroring its hub repo) instead of the offline subset. Repeatable."),
+    ] = None,  # fmt: skip
     ngram: Annotated[int, typer.Option(help="Words per n-gram.")] = 13,
     min_overlap: Annotated[
         float, typer.Option(help="Share of an item's n-grams a row must contain (0 = any shared n-gram, lm-eval rule).")
@@ -48,7 +69,7 @@ def decontaminate(
     split: SplitOpt = None,
     limit: LimitOpt = None,
     format: FormatOpt = None,
-    batch_size: Annotated[int, typer.Option(help="Rows per Arrow batch.")] = 1024,
+    batch_size: Annotated[int, typer.Option(help="Rows per Arrow batch.", min=1)] = 1024,
     hub_mirror: MirrorOpt = None,
     engine: EngineOpt = "local",
     workers: WorkersOpt = 0,
@@ -64,6 +85,7 @@ def decontaminate(
     try:
         config = DecontamConfig(
             benchmarks=[b.strip() for b in benchmarks.split(",") if b.strip()], ngram=ngram, min_overlap=min_overlap,
+            benchmark_files=parse_benchmark_files(benchmark_file),
             policy=policy, include_responses=include_responses, batch_size=batch_size,  # type: ignore[arg-type]
         )
     except ValidationError as err:
@@ -75,11 +97,14 @@ def decontaminate(
         report = run_decontaminate(src, out, config, engine=engine, workers=n_workers, source_spec=spec, address=address,
                                    on_progress=bars)
     table = Table(title=f"decontamination ({ngram}-grams, min overlap {min_overlap}, policy {policy})")
-    for col in ("benchmark", "items", "items hit", "rows hit"):
+    for col in ("benchmark", "items", "of", "items hit", "rows hit"):
         table.add_column(col, justify="left" if col == "benchmark" else "right")
     for name, s in report["benchmarks"].items():
-        table.add_row(name, str(s["items"]), str(s["items_hit"]), str(s["rows_hit"]))
+        total = report["coverage"].get(name, {}).get("total")
+        table.add_row(name, str(s["items"]), str(total or "?"), str(s["items_hit"]), str(s["rows_hit"]))
     console.print(table)
+    for line in report["warnings"]:
+        console.print(f"[yellow]warning[/]: partial benchmark {line}", highlight=False)
     console.print(
         f"rows_in {report['rows_in']} == kept {report['kept']} + removed {report['removed']}"
         f" ({'ok' if report['balanced'] else 'MISMATCH'}); report: {out}/report.html"

@@ -8,6 +8,8 @@ import typer
 from pydantic import ValidationError
 
 from posttrain.cli.options import (
+    AddressOpt,
+    EngineOpt,
     FormatOpt,
     LimitOpt,
     MirrorOpt,
@@ -15,8 +17,10 @@ from posttrain.cli.options import (
     ProgressOpt,
     SourceArg,
     SplitOpt,
+    UnitRowsOpt,
+    WorkersOpt,
     console,
-    open_cli_source,
+    engine_workers,
 )
 from posttrain.cli.progress import Bars
 from posttrain.errors import PosttrainError
@@ -52,6 +56,10 @@ def dedup(
     format: FormatOpt = None,
     hub_mirror: MirrorOpt = None,
     progress: ProgressOpt = True,
+    engine: EngineOpt = "local",
+    workers: WorkersOpt = 0,
+    address: AddressOpt = None,
+    unit_rows: UnitRowsOpt = None,
 ) -> None:
     """Exact then near dedup: DIR/kept/, DIR/removed/ (reason, twin_uuid, cluster_id), DIR/clusters.parquet."""
     from posttrain.config import DedupConfig
@@ -82,9 +90,18 @@ def dedup(
         raise PosttrainError(err["msg"], place=place, fix="see posttrain dedup --help") from None
     if batch_size < 1:
         raise PosttrainError("must be at least 1", place="--batch-size")
-    src = open_cli_source(source, split, limit, format, hub_mirror)
+    from posttrain.runner.units import open_row_source
+
+    n_workers = engine_workers(engine, workers)
+    src, spec = open_row_source(source, split, limit, format, hub_mirror, unit_rows)
     with Bars(progress) as bars:
-        summary = run_dedup(src, out, config, batch_size=batch_size, on_progress=bars)
+        if engine == "local":
+            summary = run_dedup(src, out, config, batch_size=batch_size, on_progress=bars)
+        else:
+            from posttrain.jobs.dedup_units import run_dedup_on_engine
+
+            summary = run_dedup_on_engine(src, out, config, batch_size=batch_size, on_progress=bars, engine=engine,
+                                          workers=n_workers, address=address, source_spec=spec)
     console.print(
         f"rows_in {summary.rows_in} == kept {summary.kept} + removed {summary.removed}", highlight=False
     )

@@ -31,6 +31,12 @@ def _human_bytes(n: int) -> str:
     return f"{n} B"
 
 
+def _is_local(fs: Any) -> bool:
+    """Whether a file's filesystem is this machine's (a local path, or a hub mirror on local disk)."""
+    protocol = getattr(fs, "protocol", "file") if fs is not None else "file"
+    return "file" in (protocol if isinstance(protocol, (tuple, list)) else (protocol,))
+
+
 def info(
     source: SourceArg = None,
     split: SplitOpt = None,
@@ -45,12 +51,18 @@ def info(
     caps = unit_limits([f.num_rows for f in src.fragments], limit) if limit is not None else None
     per: dict[str, dict[str, Any]] = defaultdict(lambda: {"files": 0, "fragments": 0, "rows": 0, "bytes": 0, "file_bytes": 0})
     for f in src.files:
+        if getattr(f, "subset", None):
+            per[f.split]["subset"] = f.subset.lower()
         per[f.split]["files"] += 1
         per[f.split]["file_bytes"] += f.size
     unknown = False
     for i, frag in enumerate(src.fragments):
         d = per[frag.split]
         rows = frag.num_rows if caps is None or caps[i] is None else caps[i]
+        if rows is None and caps is None and _is_local(frag.file.fs):  # a local JSONL file: count its lines
+            from posttrain.io.sources.hub_layouts import count_jsonl_rows
+
+            rows = count_jsonl_rows(frag.path)
         if caps is not None and rows == 0:
             continue
         d["fragments"] += 1
@@ -61,7 +73,9 @@ def info(
             d["rows"] += rows
     total = {k: sum(d[k] for d in per.values()) for k in ("files", "fragments", "rows", "bytes", "file_bytes")}
     if json_out:
-        print(json.dumps({"source": src.spec, "splits": dict(sorted(per.items())), "total": total}, indent=2))
+        skipped = [{"path": p, "why": why} for p, why in src.skipped]
+        print(json.dumps({"source": src.spec, "splits": dict(sorted(per.items())), "total": total, "skipped": skipped},
+                         indent=2))  # fmt: skip
         return
     title = src.spec if source else f"bundled sample ({src.spec})"
     table = Table(title=title, title_justify="left")
@@ -69,12 +83,15 @@ def info(
         table.add_column(col, justify="left" if col == "split" else "right")
     for name, d in sorted(per.items()):
         rows = f"{d['rows']:,}" if not unknown else f"{d['rows']:,}+"
-        table.add_row(name, str(d["files"]), str(d["fragments"]), rows, _human_bytes(d["bytes"]), _human_bytes(d["file_bytes"]))
+        label = f"{name} ({d['subset']})" if d.get("subset") and d["subset"] != "default" else name
+        table.add_row(label, str(d["files"]), str(d["fragments"]), rows, _human_bytes(d["bytes"]), _human_bytes(d["file_bytes"]))
     table.add_section()
     table.add_row(
         f"{len(per)} splits", str(total["files"]), str(total["fragments"]), f"{total['rows']:,}",
         _human_bytes(total["bytes"]), _human_bytes(total["file_bytes"]), style="bold",
     )
     console.print(table)
+    for path, why in src.skipped:
+        console.print(f"skipped {path}: {why}", highlight=False, soft_wrap=True)
     if unknown:
         console.print("[dim]JSONL files have no row count in metadata; their rows are not counted.[/]")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any
 
 import typer
@@ -12,13 +13,33 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from posttrain.cli.options import FormatOpt, MirrorOpt, SourceArg, SplitOpt, console, open_cli_source
+from posttrain.cli.options import (
+    FormatOpt,
+    MirrorOpt,
+    SourceArg,
+    SplitOpt,
+    console,
+    err_console,
+    open_cli_source,
+)
 
 ROLE_STYLE = {"system": "magenta", "user": "cyan", "assistant": "green", "tool": "yellow"}
 
 
 def register(app: typer.Typer) -> None:
     app.command("inspect")(inspect)
+
+
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def shown(text: Any) -> str:
+    """Row text safe for a terminal: control characters (ANSI/OSC escapes) shown escaped, never sent.
+
+    >>> shown("a\\x1b[31mred\\x07")
+    'a\\\\x1b[31mred\\\\x07'
+    """
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
 
 
 def fold_trace(content: str, keep: int = 300) -> Text:
@@ -43,8 +64,8 @@ def fold_trace(content: str, keep: int = 300) -> Text:
 
 
 def _message_panel(i: int, m: dict[str, Any], full: bool) -> Panel:
-    role = m.get("role") or "?"
-    content = m.get("content")
+    role = shown(m.get("role") or "?")
+    content = shown(m["content"]) if m.get("content") is not None else None
     parts: list[Any] = []
     if content is None:
         parts.append(Text("(no content)", style="dim"))
@@ -57,28 +78,29 @@ def _message_panel(i: int, m: dict[str, Any], full: bool) -> Panel:
         args = fn.get("arguments")
         try:
             args_obj: Any = json.loads(args) if isinstance(args, str) else args
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             args_obj = args  # shown raw: the validate stage flags it
-        shown = {"id": call.get("id"), "name": fn.get("name"), "arguments": args_obj}
-        parts.append(Syntax(json.dumps(shown, indent=2, ensure_ascii=False), "json", word_wrap=True))
-    return Panel(Group(*parts), title=f"[{ROLE_STYLE.get(role, 'white')}]{i}. {role}[/]", title_align="left")
+        call_view = {"id": call.get("id"), "name": fn.get("name"), "arguments": args_obj}
+        parts.append(Syntax(shown(json.dumps(call_view, indent=2, ensure_ascii=False)), "json", word_wrap=True))
+    return Panel(Group(*parts), title=Text(f"{i}. {role}", style=ROLE_STYLE.get(role, "white")), title_align="left")
 
 
 def _row_view(row: dict[str, Any], full: bool) -> Panel:
     head = Table.grid(padding=(0, 2))
-    head.add_row(*(Text(f"{k}: {row.get(k)}", style="bold" if k == "uuid" else "") for k in ("uuid", "category", "reasoning")))
-    head.add_row(*(Text(f"{k}: {row.get(k)}") for k in ("generator", "license", "version")))
+    head.add_row(*(Text(f"{k}: {shown(row.get(k))}", style="bold" if k == "uuid" else "") for k in ("uuid", "category", "reasoning")))
+    head.add_row(*(Text(f"{k}: {shown(row.get(k))}") for k in ("generator", "license", "version")))
     body: list[Any] = [head]
     body.extend(_message_panel(i, m, full) for i, m in enumerate(row.get("messages") or []))
     meta = row.get("metadata")
     if meta:
         try:
             pretty = json.dumps(json.loads(meta), indent=2, ensure_ascii=False)
-            body.append(Panel(Syntax(pretty, "json", word_wrap=True), title="metadata", title_align="left"))
-        except json.JSONDecodeError:
-            body.append(Panel(Text(meta), title="metadata (not valid JSON)", title_align="left", style="red"))
+            body.append(Panel(Syntax(shown(pretty), "json", word_wrap=True), title="metadata", title_align="left"))
+        except (ValueError, RecursionError):
+            body.append(Panel(Text(shown(meta)), title="metadata (not valid JSON)", title_align="left", style="red"))
     n = len(row.get("messages") or [])
-    return Panel(Group(*body), title=f"{row.get('category')} · {n} messages", title_align="left", border_style="blue")
+    return Panel(Group(*body), title=Text(f"{shown(row.get('category'))} · {n} messages"), title_align="left",
+                 border_style="blue")
 
 
 def inspect(
@@ -96,16 +118,22 @@ def inspect(
 
     src = open_cli_source(source, split, limit, format, hub_mirror)
     wanted = set(uuid or [])
-    shown = 0
+    count = 0
     for batch in src.iter_batches(batch_size=256):
         if wanted:
             batch = batch.filter(pc.is_in(batch.column("uuid"), value_set=pa_array(sorted(wanted))))
-        for row in batch.slice(0, max(n - shown, 0)).to_pylist():
+        for row in batch.slice(0, max(n - count, 0)).to_pylist():
             console.print(_row_view(row, full))
-            shown += 1
-        if shown >= n:
+            count += 1
+        if count >= n:
             break
-    if shown == 0:
+    log = src.read_log
+    if log.bad_count:  # never skipped without a word: how many, where, why
+        first = log.bad_rows[0]
+        err_console.print(Text(f"skipped {log.bad_count} unreadable row(s) while reading; first at {shown(first.place)}: "
+                               f"{first.code} ({shown(first.message)}); `posttrain validate` lists them all in rejects/",
+                               style="yellow"))
+    if count == 0:
         console.print("[yellow]no matching rows[/]")
         if wanted:
             raise typer.Exit(1)

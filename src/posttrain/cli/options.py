@@ -9,6 +9,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from posttrain.errors import PosttrainError
 
@@ -36,8 +37,8 @@ MirrorOpt = Annotated[
     str | None, typer.Option(help="Read a hub id from this local directory laid out like the hub repo (offline).")
 ]
 
-# The engine options every row-streaming command shares (validate, decontaminate, export, rehydrate;
-# dedup and select accept them and explain that they need the local engine).
+# The engine options every command that runs work units shares (validate, rehydrate, dedup,
+# decontaminate, select, prepare, export).
 EngineOpt = Annotated[
     str, typer.Option(help="Where the work runs: local (this process), processes (a local pool over fragments), ray.")
 ]
@@ -47,12 +48,38 @@ OutOpt = Annotated[
     typer.Option("--out", "-o", help="Output directory (default out/COMMAND). posttrain writes only inside it and refuses "
                  "one that holds an input or files it did not write."),
 ]
-LimitOpt = Annotated[int | None, typer.Option(help="Read at most this many rows (the first ones, in fragment order).")]
+LimitOpt = Annotated[
+    int | None, typer.Option(help="Read at most this many rows (the first ones, in fragment order).", min=0)
+]
 WorkersOpt = Annotated[int, typer.Option(help="Worker processes (processes) or CPUs (ray); 0 = the CPU count.")]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars on stderr.")]
+WaitOpt = Annotated[
+    bool, typer.Option("--wait", help="When another run is writing the same --out, wait for it instead of refusing.")
+]
 UnitRowsOpt = Annotated[
     int | None, typer.Option(hidden=True, help="Rows per work unit (fragment) for processes/ray (default 10,000).")
 ]
+
+
+def with_wait(fn: F) -> F:
+    """`fn` with the `--wait` option (every command that writes an --out folder), declared here once."""
+    import inspect
+
+    sig = inspect.signature(fn, eval_str=True)  # typer reads this signature as given: annotations resolved
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, wait: bool = False, **kwargs: Any) -> Any:
+        from posttrain.io.outdir import WAIT
+
+        WAIT["on"] = wait
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            WAIT["on"] = False
+
+    param = inspect.Parameter("wait", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=WaitOpt)
+    wrapper.__signature__ = sig.replace(parameters=[*sig.parameters.values(), param])  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]
 
 
 def engine_workers(engine: str, workers: int) -> int:
@@ -79,6 +106,35 @@ def open_cli_source(
     return open_source(source, split=parse_splits(split), limit=limit, format=format, hub_mirror=hub_mirror)
 
 
+def os_error_line(exc: OSError) -> str:
+    """One line for an OSError that reached the CLI: which path, what happened, what to do.
+
+    >>> import errno
+    >>> os_error_line(OSError(errno.ENOSPC, "No space left on device", "out/x/shard.parquet"))
+    'out/x/shard.parquet: No space left on device (fix: free disk space and rerun; finished work is kept)'
+    """
+    import errno
+
+    fixes = {
+        errno.ENOSPC: "free disk space and rerun; finished work is kept",
+        errno.EDQUOT: "free disk space (quota) and rerun; finished work is kept",
+        errno.EFBIG: "the file size limit (ulimit -f) was reached; raise it and rerun",
+        errno.EACCES: "check the permissions, or choose another path",
+        errno.EPERM: "check the permissions, or choose another path",
+        errno.EROFS: "the file system is read-only; choose another path",
+        errno.ENOENT: "check the path",
+        errno.ENOTDIR: "a part of the path is a file, not a folder; check the path",
+        errno.EISDIR: "the path is a folder; give a file",
+        errno.EEXIST: "the path exists already; choose another",
+    }
+    place = exc.filename if exc.filename is not None else "the file system"
+    message = exc.strerror or str(exc)
+    fix = fixes.get(exc.errno or 0, "check the path and the disk, then rerun")
+    if exc.errno is None and "written" in message:  # a short write: the disk (or a size limit) is full
+        fix = "free disk space (or raise the file size limit) and rerun; finished work is kept"
+    return f"{place}: {message} (fix: {fix})"
+
+
 def handle_errors(fn: F) -> F:
     """Turn PosttrainError into one line on stderr and a non-zero exit; other errors too, as bugs."""
 
@@ -91,8 +147,15 @@ def handle_errors(fn: F) -> F:
         except PosttrainError as exc:
             if DEBUG["on"]:
                 traceback.print_exc()
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            # user text (paths, recipe keys) is printed as given: never read as rich markup
+            err_console.print(Text.assemble(("error:", "bold red"), " ", str(exc)), highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
+        except OSError as exc:  # the disk, not posttrain: a full disk, a read-only or missing folder
+            if DEBUG["on"]:
+                traceback.print_exc()
+            err_console.print(Text.assemble(("error:", "bold red"), " ", os_error_line(exc)), highlight=False,
+                              soft_wrap=True)
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")
             raise typer.Exit(130) from None
@@ -100,7 +163,8 @@ def handle_errors(fn: F) -> F:
             if DEBUG["on"]:
                 traceback.print_exc()
             err_console.print(
-                f"[bold red]internal error:[/] {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+                Text.assemble(("internal error:", "bold red"),
+                              f" {type(exc).__name__}: {exc} (run with --debug for the traceback)"),
                 highlight=False,
                 soft_wrap=True,
             )

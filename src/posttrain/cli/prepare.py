@@ -26,8 +26,30 @@ def recipe(
     if not default and not check:
         raise typer.BadParameter("give --default or --check FILE")
     r = load_recipe(check) if check else default_recipe()
+    if check:
+        check_local_paths(r)
     print(f"# posttrain recipe (hash {r.hash()})")
     print(r.to_yaml(), end="")
+
+
+def check_local_paths(r) -> None:
+    """The local files a recipe names exist (a hub id cannot be checked offline and is left to the run)."""
+    from pathlib import Path
+
+    from posttrain.errors import RecipeError
+    from posttrain.io.tokenizer import resolve_tokenizer_dir
+    from posttrain.stages.render.batch import BUILTIN_RENDERERS
+
+    def hub_id(spec: str) -> bool:
+        return spec.count("/") == 1 and not spec.startswith((".", "/", "~")) and not Path(spec).exists()
+
+    tok = r.tokenize.tokenizer
+    if tok and str(tok) != "llama3" and not hub_id(str(tok)):
+        resolve_tokenizer_dir(tok)  # one line naming the path when it is missing or holds no tokenizer.json
+    tpl = r.render.template
+    if tpl not in BUILTIN_RENDERERS and "/" in tpl and not hub_id(tpl) and not Path(tpl).exists():
+        raise RecipeError("no such chat template file or folder", place=f"render.template {tpl}",
+                          fix="check the path, or use a built-in template (posttrain recipe --default)")
 
 
 def prepare(
@@ -91,6 +113,12 @@ def _print_summary(m: dict, out: str) -> None:
                 f"{r['achieved_rows']:,}", f"{r['achieved_share']:.1%}", f"{r['achieved_tokens']:,}",
             )
         console.print(mt)
+    off = m.get("render", {}).get("reasoning_off", {})
+    if off.get("rows"):
+        console.print(f"reasoning off: {off['rows']:,} rows; answers after the served prefill {off['prefilled']:,}, "
+                      f"empty think block folded in {off['normalized']:,}", highlight=False)  # fmt: skip
+    for line in m.get("decontaminate", {}).get("warnings", []):
+        console.print(f"[yellow]warning[/]: partial benchmark {line}", highlight=False)
     ok = rows["in"] == rows["out"] + rows["rejected"]
     console.print(
         f"rows in {rows['in']:,} == out {rows['out']:,} + rejected {rows['rejected']:,}: "

@@ -28,7 +28,7 @@ class Bars:
             TextColumn("[bold]{task.description}[/]"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[unit]} · {task.fields[rate]}"),
+            TextColumn("{task.fields[unit]}{task.fields[units]} · {task.fields[rate]}"),
             TimeElapsedColumn(),
             TextColumn("eta"),
             TimeRemainingColumn(),
@@ -38,6 +38,8 @@ class Bars:
         )
         self._tasks: dict[str, Any] = {}
         self._stats: dict[str, list[float]] = {}
+        self._units: dict[str, list[int | None]] = {}  # phase -> [work units done, of how many]
+        self._unit_of: dict[str, str] = {}
 
     def __enter__(self) -> Bars:
         self._progress.__enter__()
@@ -51,16 +53,27 @@ class Bars:
             self._progress.console.log(Text(event.message))
         task = self._tasks.get(event.phase)
         if task is None:
-            task = self._tasks[event.phase] = self._progress.add_task(event.phase, total=event.total, unit=event.unit, rate="")
+            task = self._tasks[event.phase] = self._progress.add_task(
+                event.phase, total=event.total, unit=event.unit, rate="", units=""
+            )
             self._stats[event.phase] = [time.perf_counter(), 0.0, 0.0]
+            self._units[event.phase] = [0, None]
+            self._unit_of[event.phase] = event.unit
         elif event.total is not None:
             self._progress.update(task, total=event.total)
+        if event.units or event.units_total is not None:
+            units = self._units[event.phase]
+            units[0] = int(units[0] or 0) + event.units
+            if event.units_total is not None:
+                units[1] = event.units_total
+            done = f" · units {units[0]:,}" + (f"/{units[1]:,}" if units[1] is not None else "")
+            self._progress.update(task, units=done)
         if event.advance or event.tokens:
             stats = self._stats[event.phase]
             stats[1] += event.advance
             stats[2] += event.tokens
             dt = max(time.perf_counter() - stats[0], 1e-9)
-            rate = f"{stats[1] / dt:,.0f} {event.unit}/s"
+            rate = f"{stats[1] / dt:,.0f} {self._unit_of[event.phase]}/s"  # the unit its first event named
             if stats[2]:
                 rate += f" · {stats[2] / dt / 1e6:,.2f}M tokens/s"
             self._progress.update(task, advance=event.advance, rate=rate)

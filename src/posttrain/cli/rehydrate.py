@@ -41,7 +41,27 @@ def parse_code_sources(specs: list[str] | None) -> dict[str, str]:
         name, sep, path = spec.partition("=")
         if not sep or not name.strip() or not path.strip():
             raise PosttrainError(f"bad --code-source {spec!r}", fix="write NAME=PATH, e.g. taco=/data/TACO")
+        known = ("taco", "apps", "code_contests", "codeforces")  # the datasets code rows name in their metadata
+        if name.strip().rsplit("/", 1)[-1].lower() not in known:  # never taken and then silently unused
+            raise PosttrainError(f"unknown code source {name.strip()!r}", place="--code-source",
+                                 fix=f"name one of {', '.join(known)} (an owner/ prefix is fine)")
         out[name.strip()] = path.strip()
+    return out
+
+
+def parse_expected_rows(specs: list[str] | None) -> dict[str, dict[str, int]]:
+    """`NAME/SPLIT=N` options to {name: {split: n}}.
+
+    >>> parse_expected_rows(["taco/train=100", "taco/test=7"])
+    {'taco': {'train': 100, 'test': 7}}
+    """
+    out: dict[str, dict[str, int]] = {}
+    for spec in specs or []:
+        key, sep, n = spec.partition("=")
+        name, slash, split = key.rpartition("/")
+        if not sep or not slash or not name or not split or not n.strip().isdigit():
+            raise PosttrainError(f"bad --expected-rows {spec!r}", fix="write NAME/SPLIT=N, e.g. taco/train=25443")
+        out.setdefault(name.strip(), {})[split.strip()] = int(n)
     return out
 
 
@@ -63,7 +83,18 @@ def rehydrate(
         bool, typer.Option(help="Keep rows whose prompt cannot be restored (placeholder kept) instead of rejecting them.")
     ] = False,
     hub_mirror: MirrorOpt = None,
-    batch_size: Annotated[int, typer.Option(help="Rows per batch.")] = 1024,
+    codeforces_examples: Annotated[
+        str, typer.Option(help="codeforces examples as NVIDIA's text has them (reference) or stripped.")
+    ] = "reference",
+    expected_rows: Annotated[
+        list[str] | None,
+        typer.Option("--expected-rows", help="NAME/SPLIT=N: rows a source keyed by row position must have "
+                     "(overrides the real sources' counts, for a copy you have checked). Repeatable."),
+    ] = None,  # fmt: skip
+    verify_hashes: Annotated[
+        str | None, typer.Option(help="Hash list (JSON {key: sha256} or JSONL) the restored prompts must match.")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Rows per batch.", min=1)] = 1024,
     engine: EngineOpt = "local",
     workers: WorkersOpt = 0,
     address: AddressOpt = None,
@@ -87,7 +118,12 @@ def rehydrate(
                                  fix="pass --code-source NAME=PATH and/or --chat-source PATH")  # fmt: skip
         fixtures_code, fixtures_chat = bundled_sources()
         code, chat = {k: str(v) for k, v in fixtures_code.items()}, str(fixtures_chat)
-    stage = RestorePrompts(code, chat, keep_unrecoverable=keep_unrecoverable, hub_mirror=hub_mirror)
+    if codeforces_examples not in ("reference", "stripped"):
+        raise PosttrainError(f"unknown value {codeforces_examples!r}", place="--codeforces-examples",
+                             fix="use reference or stripped")  # fmt: skip
+    stage = RestorePrompts(code, chat, keep_unrecoverable=keep_unrecoverable, hub_mirror=hub_mirror,
+                           codeforces_examples=codeforces_examples, expected_rows=parse_expected_rows(expected_rows),
+                           verify_hashes=verify_hashes)  # fmt: skip
     n_workers = engine_workers(engine, workers)
     src, spec = open_row_source(source, split, limit, format, hub_mirror, unit_rows)
     from posttrain.jobs.rehydrate import run_rehydrate

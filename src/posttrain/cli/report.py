@@ -57,6 +57,11 @@ def report(
 
     if html is None and json_out is None:
         raise PosttrainError("nothing to write", place="posttrain report", fix="give --html FILE and/or --json FILE")
+    from posttrain.io.outdir import check_overlap, input_paths
+
+    for target in (html, json_out):  # a report never overwrites what it reads
+        if target is not None:
+            check_overlap(Path(target), input_paths(source, dedup, rehydrate), what="report file")
     splits = parse_splits(split)
     # Read the other stages' outputs first: a wrong path fails before the long pass over the rows.
     restoration = load_json_summary(rehydrate) if rehydrate is not None else None

@@ -9,6 +9,8 @@ from pydantic import ValidationError
 from rich.table import Table
 
 from posttrain.cli.options import (
+    AddressOpt,
+    EngineOpt,
     FormatOpt,
     LimitOpt,
     MirrorOpt,
@@ -16,8 +18,10 @@ from posttrain.cli.options import (
     ProgressOpt,
     SourceArg,
     SplitOpt,
+    UnitRowsOpt,
+    WorkersOpt,
     console,
-    open_cli_source,
+    engine_workers,
 )
 from posttrain.cli.progress import Bars
 from posttrain.errors import RecipeError
@@ -63,6 +67,10 @@ def select(
     format: FormatOpt = None,
     hub_mirror: MirrorOpt = None,
     progress: ProgressOpt = True,
+    engine: EngineOpt = "local",
+    workers: WorkersOpt = 0,
+    address: AddressOpt = None,
+    unit_rows: UnitRowsOpt = None,
 ) -> None:
     """Filter and mix rows deterministically: DIR/kept/ (+ source_uuid), DIR/rejects/ (reasons), DIR/summary.json.
 
@@ -74,9 +82,18 @@ def select(
 
 
     config = load_select_config(recipe, where or [], seed, shuffle)
-    src = open_cli_source(source, split, limit, format, hub_mirror)
+    from posttrain.runner.units import open_row_source
+
+    n_workers = engine_workers(engine, workers)
+    src, spec = open_row_source(source, split, limit, format, hub_mirror, unit_rows)
     with Bars(progress) as bars:
-        summary = run_select(src, out, config, on_progress=bars)
+        if engine == "local":
+            summary = run_select(src, out, config, on_progress=bars)
+        else:
+            from posttrain.jobs.select_units import run_select_on_engine
+
+            summary = run_select_on_engine(src, out, config, on_progress=bars, engine=engine, workers=n_workers,
+                                           address=address, source_spec=spec)
     table = Table(title=f"mixture (seed {config.seed})")
     for col in ("group", "unit", "asked", "asked share", "available", "achieved rows", "achieved share", "tokens"):
         table.add_column(col, justify="left" if col in ("group", "unit") else "right")

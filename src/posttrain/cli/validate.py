@@ -60,20 +60,22 @@ def validate(
         int,
         typer.Option(help="local: threads judging batches; processes/ray: worker processes/CPUs (0 = the CPU count)."),
     ] = 0,
-    batch_size: Annotated[int, typer.Option(help="Rows per batch.")] = 1024,
+    batch_size: Annotated[int, typer.Option(help="Rows per batch.", min=1)] = 1024,
     progress: ProgressOpt = True,
     engine: EngineOpt = "local",
     address: AddressOpt = None,
     unit_rows: UnitRowsOpt = None,
 ) -> None:
     """Check every row; write DIR/accepted/, DIR/rejects/ (with reasons and snippets) and DIR/summary.json."""
-    from posttrain.jobs.validate import parse_fail_on, parse_severity, run_validate
+    from posttrain.jobs.validate import check_codes, parse_fail_on, parse_severity, run_validate
     from posttrain.runner.units import open_row_source
     from posttrain.stages.checks import build_checks
 
     limits = parse_fail_on(fail_on)
     overrides = parse_severity(severity)
     chosen = build_checks(checks, restored=restored, max_chars=max_chars, max_tokens=max_tokens, tokenizer=tokenizer)
+    check_codes(overrides, "--severity")
+    check_codes(limits, "--fail-on")
     n_workers = engine_workers(engine, workers)
     src, spec = open_row_source(source, split, limit, format, hub_mirror, unit_rows)
     with Bars(progress) as bars:

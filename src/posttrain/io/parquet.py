@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from posttrain.errors import PosttrainError
+from posttrain.io.spool import close_quietly
 
 ROW_GROUP_ROWS = 2048
 ROWS_PER_FILE = 100_000
@@ -152,7 +153,7 @@ class PartWriter:
         """Drop the file being written (the run failed); finished files stay."""
         if self._writer is not None:
             try:
-                self._writer.close()
+                close_quietly(self._writer)  # the run failed, perhaps on a full disk: closing may fail too
             finally:
                 if self._tmp is not None:
                     self._tmp.unlink(missing_ok=True)

@@ -3,7 +3,8 @@
 A unit directory holds what the map phase produced for one fragment:
 
 - `docs.arrow`   tokenized documents (Arrow IPC, uncompressed, so the pack phase can memory-map
-                 it and gather documents by index without reading the whole file);
+                 it and gather documents by index without reading the whole file; ids at the
+                 vocabulary's width and masks as spans: `posttrain.io.spool_codec`);
 - `index.parquet` one small row per document (uuid, category, tokens, dedup/mix keys);
 - `rejects.parquet` the rows rejected in this unit, with their reasons;
 - `result.json`  counts; its presence inside the renamed directory is the done marker.
@@ -50,9 +51,15 @@ class UnitWriter:
         self._docs: ipc.RecordBatchFileWriter | None = None
         self._writers: dict[str, pq.ParquetWriter] = {}
 
-    def write_docs(self, batch: pa.RecordBatch) -> None:
+    def write_docs(self, batch: pa.RecordBatch, id_bytes: int | None = None) -> None:
+        """Spool tokenized documents; with `id_bytes`, in the compact layout of `posttrain.io.spool_codec`
+        (ids at that width, masks as spans) instead of 5 bytes a token."""
         if batch.num_rows == 0:
             return
+        if id_bytes is not None:
+            from posttrain.io.spool_codec import encode_docs
+
+            batch = encode_docs(batch, id_bytes)
         if self._docs is None:
             self._docs = ipc.new_file(str(self.tmp / "docs.arrow"), batch.schema)
         self._docs.write_batch(batch)
@@ -77,7 +84,21 @@ class UnitWriter:
         os.replace(self.tmp, self.final)
 
     def abort(self) -> None:
+        for w in [self._docs, *self._writers.values()]:
+            close_quietly(w)  # a writer left open would fail again, with a traceback, at exit (disk full)
+        self._docs, self._writers = None, {}
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def close_quietly(writer: object | None) -> None:
+    """Close a writer of a failed file without raising; a failed close is not tried again at exit."""
+    if writer is None:
+        return
+    try:
+        writer.close()  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - the file is being dropped anyway
+        if hasattr(writer, "is_open"):
+            writer.is_open = False  # type: ignore[attr-defined]  # pyarrow's ParquetWriter.__del__ would retry
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -112,6 +133,16 @@ def open_docs(work: Path, index: int) -> pa.Table | None:
     if not path.exists():
         return None
     return ipc.open_file(pa.memory_map(str(path), "r")).read_all()
+
+
+def take_docs(work: Path, index: int, rows: pa.Array | list[int]) -> pa.Table:
+    """Documents `rows` of the unit's spool, in that order, with `input_ids` / `loss_mask` decoded."""
+    from posttrain.io.spool_codec import decode_docs
+
+    docs = open_docs(work, index)
+    if docs is None:
+        raise FileNotFoundError(f"{unit_dir(work, index) / 'docs.arrow'}: the unit's spool is missing")
+    return decode_docs(docs.take(rows))
 
 
 def read_parquet(work: Path, index: int, name: str, columns: list[str] | None = None) -> pa.Table | None:

@@ -206,6 +206,16 @@ class Tokenizer:
                 out[i] = ids
         return out  # type: ignore[return-value]
 
+    @property
+    def normalizes(self) -> bool:
+        """Whether the tokenizer rewrites text before encoding it (Qwen: NFC)."""
+        return self.hf.normalizer is not None
+
+    def normalize_text(self, text: str) -> str:
+        """`text` as the tokenizer sees it, after its normalizer (unchanged without one)."""
+        norm = self.hf.normalizer
+        return norm.normalize_str(text) if norm is not None else text
+
     def decode_bytes(self, ids: Sequence[int]) -> bytes:
         """The bytes `ids` stand for."""
         if self.tiktoken is not None:

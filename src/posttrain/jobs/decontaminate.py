@@ -20,7 +20,8 @@ import numpy as np
 import pyarrow as pa
 
 from posttrain.config import DECONTAM_CODE, DecontamConfig
-from posttrain.io.benchmarks import BenchmarkItem, load_benchmarks
+from posttrain.io.benchmarks import BenchmarkItem, benchmark_coverage, coverage_warnings, load_benchmarks
+from posttrain.io.outdir import owns_output
 from posttrain.io.parquet import PartWriter
 from posttrain.io.sources import SourceSpec, source_batches
 from posttrain.progress import OnProgress, tracked, unit_progress
@@ -109,6 +110,7 @@ def _neg(s: str) -> tuple[int, ...]:
     return tuple(-b for b in s.encode())
 
 
+@owns_output("decontaminate")
 def run_decontaminate(source: Any, out_dir: str | Path, config: DecontamConfig | None = None,
                       items: Sequence[BenchmarkItem] | None = None, *, engine: str = LOCAL, workers: int = 2,
                       source_spec: SourceSpec | None = None, address: str | None = None,
@@ -124,7 +126,7 @@ def run_decontaminate(source: Any, out_dir: str | Path, config: DecontamConfig |
     """
     config = config or DecontamConfig()
     out = Path(out_dir)
-    items = list(items) if items is not None else load_benchmarks(config.benchmarks)
+    items = list(items) if items is not None else load_benchmarks(config.benchmarks, files=config.benchmark_files)
     index = NgramIndex.build(items, config.ngram)
     stage = DecontaminateStage(index, config.min_overlap, config.include_responses)
     item_text = {(it.benchmark, it.item_id): it.text for it in items}
@@ -168,6 +170,8 @@ def run_decontaminate(source: Any, out_dir: str | Path, config: DecontamConfig |
         "rows_in": rows_in, "kept": kept.rows, "removed": removed.rows, "rows_hit": flagged,
         "balanced": rows_in == kept.rows + removed.rows,
         "benchmarks": tally.benchmarks(), "top_hits": tally.top_hits(),
+        # items loaded of items in each benchmark: the offline sets are partial (math500 311 of 500)
+        "coverage": (coverage := benchmark_coverage(items)), "warnings": coverage_warnings(coverage),
     }
     (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
     (out / "report.html").write_text(render_html(report), encoding="utf-8")
@@ -260,10 +264,13 @@ def _with_evidence(batch: pa.RecordBatch, hits: list[list[Hit]], mask: np.ndarra
 def render_html(report: dict) -> str:
     """A small self-contained page: per-benchmark counts, then the top hits side by side (all text escaped)."""
     e = html.escape
+    cov = report.get("coverage", {})
     rows = "".join(
-        f"<tr><td>{e(b)}</td><td>{s['items']}</td><td>{s['items_hit']}</td><td>{s['rows_hit']}</td></tr>"
+        f"<tr><td>{e(b)}</td><td>{s['items']}</td><td>{cov.get(b, {}).get('total') or '?'}</td>"
+        f"<td>{s['items_hit']}</td><td>{s['rows_hit']}</td></tr>"
         for b, s in report["benchmarks"].items()
     )
+    warn = "".join(f"<p style=color:#a33>partial benchmark: {e(w)}</p>" for w in report.get("warnings", []))
     hits = "".join(
         f"<h3>{e(h['benchmark'])} / {e(h['item_id'])} &larr; row {e(h['uuid'])}: overlap {h['overlap']:.2f} "
         f"({h['matched_ngrams']} n-grams)</h3><p class=g>{'<br>'.join(e(g) for g in h['ngrams'])}</p>"
@@ -279,6 +286,8 @@ def render_html(report: dict) -> str:
         "</style></head><body><h1>Decontamination</h1>"
         f"<p>{c['ngram']}-grams, min overlap {c['min_overlap']}, policy {e(c['policy'])}: rows in {report['rows_in']}"
         f" = kept {report['kept']} + removed {report['removed']}; rows hitting a benchmark: {report['rows_hit']}</p>"
-        "<table><tr><th>benchmark</th><th>items</th><th>items hit</th><th>rows hit</th></tr>"
+        + warn
+        + "<table><tr><th>benchmark</th><th>items loaded</th><th>items in benchmark</th><th>items hit</th>"
+        "<th>rows hit</th></tr>"
         f"{rows}</table><h2>Top hits (dataset row | benchmark item)</h2>{hits}</body></html>"
     )

@@ -34,12 +34,14 @@ from pydantic import BaseModel
 
 from posttrain.config import DedupConfig
 from posttrain.errors import PosttrainError
+from posttrain.io.outdir import owns_output
 from posttrain.io.parquet import PartWriter, conform
 from posttrain.progress import OnProgress, tracked
 from posttrain.reduce.dedup.exact import CODES, ExactDedup
 from posttrain.reduce.dedup.lsh import s_curve_table
 from posttrain.reduce.dedup.near import NearDedup
 from posttrain.schema import NEMOTRON_SCHEMA
+from posttrain.stage import REASONS, rejected_mask
 
 REMOVED_SCHEMA = NEMOTRON_SCHEMA.append(pa.field("reason", pa.string())).append(
     pa.field("twin_uuid", pa.string())
@@ -81,6 +83,7 @@ def _prepare_out(out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
 
 
+@owns_output("dedup")
 def run_dedup(
     source: BatchSource,
     out_dir: str | Path,
@@ -89,7 +92,10 @@ def run_dedup(
     batch_size: int = 1024,
     on_progress: OnProgress | None = None,
 ) -> DedupSummary:
-    """Exact then near dedup of `source` into `out_dir` (see the module doc for the layout)."""
+    """Exact then near dedup of `source` into `out_dir` (see the module doc for the layout).
+
+    On the processes/ray engines: `posttrain.jobs.dedup_units.run_dedup_on_engine` (the same bytes).
+    """
     config = config or DedupConfig()
     if config.exact_key not in ("prompt", "conversation") and config.exact_key not in NEMOTRON_SCHEMA.names:
         raise PosttrainError(
@@ -106,10 +112,11 @@ def run_dedup(
         exact = ExactDedup(config, os.path.join(work, "exact")) if use_exact else None
         near = NearDedup(config, os.path.join(work, "near")) if config.near else None
         uuid_path = os.path.join(work, "uuids.arrow")
-        rows_in = 0
+        rows_in = unreadable = 0
         with pa.OSFile(uuid_path, "wb") as sink, pa.ipc.new_file(sink, pa.schema([("uuid", pa.string())])) as w:
-            for batch in tracked(source.iter_batches(batch_size=batch_size), on_progress, "dedup: find",
-                                 getattr(source, "num_rows", None)):
+            for batch, bad in _readable(tracked(_source_rows(source, batch_size), on_progress, "dedup: find",
+                                                getattr(source, "num_rows", None))):
+                unreadable += bad.num_rows if bad is not None else 0
                 rows_in += batch.num_rows
                 if exact:
                     exact.observe(batch)
@@ -126,10 +133,13 @@ def run_dedup(
         uuids = UuidLookup(uuid_path, np.concatenate(needed) if needed else np.zeros(0, np.int64))
 
         kept_w = PartWriter(out / "kept", NEMOTRON_SCHEMA)
+        by_reason_read: dict[str, int] = {}
         removed_w = PartWriter(out / "removed", REMOVED_SCHEMA)
         seen = 0
-        for batch in tracked(source.iter_batches(batch_size=batch_size), on_progress, "dedup: write",
-                             getattr(source, "num_rows", None)):
+        for batch, bad in _readable(tracked(_source_rows(source, batch_size), on_progress, "dedup: write",
+                                            getattr(source, "num_rows", None))):
+            if bad is not None:  # rows the source could not read (or that have no uuid) go with their code
+                _write_unreadable(removed_w, bad, by_reason_read)
             n = batch.num_rows
             codes = np.zeros(n, np.uint8)
             twins = np.full(n, -1, np.int64)
@@ -165,13 +175,13 @@ def run_dedup(
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    by_reason: dict[str, int] = {}
+    by_reason: dict[str, int] = dict(by_reason_read)
     for stage in (exact, near):
         if stage is not None:
             for c, k in zip(*np.unique(stage.decisions.codes, return_counts=True), strict=True):
                 by_reason[CODES[int(c)]] = by_reason.get(CODES[int(c)], 0) + int(k)
     summary = DedupSummary(
-        rows_in=rows_in,
+        rows_in=rows_in + unreadable,
         kept=kept_w.rows,
         removed=removed_w.rows,
         removed_by_reason=dict(sorted(by_reason.items())),
@@ -184,6 +194,40 @@ def run_dedup(
         raise AssertionError(f"rows lost: {summary.rows_in} != {summary.kept} + {summary.removed}")
     (out / "summary.json").write_text(json.dumps(summary.model_dump(), indent=2) + "\n")
     return summary
+
+
+def _source_rows(source: BatchSource, batch_size: int) -> Any:
+    """The source's batches with their `reasons` when it has the option (a `posttrain.io.sources.Source`)."""
+    try:
+        return source.iter_batches(batch_size=batch_size, with_reasons=True)  # type: ignore[call-arg]
+    except TypeError:  # a plain source without the reasons option
+        return source.iter_batches(batch_size=batch_size)
+
+
+def _readable(batches: Any) -> Any:
+    """(rows, unreadable rows or None) per batch: rows the source could not read come as reject rows
+    (`source.bad_json`, `source.bad_encoding`, `source.missing_uuid`, ...), so rows_in == kept + removed."""
+    for batch in batches:
+        if REASONS not in batch.schema.names:
+            yield batch, None
+            continue
+        bad = rejected_mask(batch)
+        rows = batch.select([n for n in batch.schema.names if n != REASONS])
+        if not bad.any():
+            yield rows, None
+        else:
+            yield rows.filter(pa.array(~bad)), batch.filter(pa.array(bad))
+
+
+def _write_unreadable(writer: PartWriter, bad: pa.RecordBatch, counts: dict[str, int]) -> None:
+    codes = [next(iter(rs or []), "source.unreadable") for rs in bad.column(REASONS).to_pylist()]
+    for c in codes:
+        counts[c] = counts.get(c, 0) + 1
+    rows = conform(bad, NEMOTRON_SCHEMA)
+    n = bad.num_rows
+    cols = [rows.column(i) for i in range(rows.num_columns)]
+    writer.write(pa.RecordBatch.from_arrays(cols + [pa.array(codes, pa.string()), pa.nulls(n, pa.string()),
+                                                    pa.nulls(n, pa.string())], schema=REMOVED_SCHEMA))
 
 
 def _rep_ranks(near: NearDedup | None, rows: np.ndarray) -> list[int]:

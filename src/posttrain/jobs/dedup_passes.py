@@ -4,7 +4,8 @@ process, made per hash partition on the engine's workers (`posttrain.reduce.dedu
 The caller has run one signature unit per work unit (`UnitSignatures`: records, shingles, uuids)
 and written the pass metadata (`signature_pass_meta`); `decide` then runs, on the same engine:
 
-1. exact: one unit per partition of the exact key; the driver merges the removed rows;
+1. exact: units over the partitions of the exact key (a few per worker, each deciding its
+   partitions one at a time); the driver merges the removed rows;
 2. prompt quota (`max_responses_per_prompt`): the same over the prompt key, minus (1)'s rows;
 3. near: one unit per band-hash partition pairs, verifies and reports; the driver unions the
    pairs, runs the union-find (connected components) and picks each cluster's representative;
@@ -25,7 +26,6 @@ from posttrain.jobs.passes import Passes
 from posttrain.reduce.dedup.exact import Decisions
 from posttrain.reduce.dedup.near import Clusters
 from posttrain.reduce.dedup.partition import (
-    PARTS,
     ExactPartition,
     NearPartition,
     SignatureLayout,
@@ -33,6 +33,7 @@ from posttrain.reduce.dedup.partition import (
     load_unit_arrays,
     merge_near,
     merge_removed,
+    partition_units,
 )
 
 #: Cluster members per similarity unit.
@@ -51,18 +52,19 @@ class DedupDecisions:
 def decide(passes: Passes, root: Path, layout: SignatureLayout, config: DedupConfig, *, phase: str,
            similarity: bool = False) -> DedupDecisions:
     """Run the partition passes of exact, quota and near dedup; see the module docstring."""
+    n = partition_units(getattr(passes.engine, "workers", 1))
     exact = Decisions()
     if config.exact:
-        passes.run("dedup.exact", ExactPartition(layout, root / "exact", "exact", 1), PARTS, root / "exact",
+        passes.run("dedup.exact", ExactPartition(layout, root / "exact", "exact", 1, None, n), n, root / "exact",
                    phase=phase)
-        rows, twins = merge_removed(root / "exact")
+        rows, twins = merge_removed(root / "exact", n)
         exact.extend(rows, 1, twins)
     if config.max_responses_per_prompt:
         removed = root / "exact-removed.npy"
         np.save(removed, exact.rows)
-        fn = ExactPartition(layout, root / "quota", "prompt", config.max_responses_per_prompt, removed)
-        passes.run("dedup.quota", fn, PARTS, root / "quota", phase=phase)
-        rows, twins = merge_removed(root / "quota")
+        fn = ExactPartition(layout, root / "quota", "prompt", config.max_responses_per_prompt, removed, n)
+        passes.run("dedup.quota", fn, n, root / "quota", phase=phase)
+        rows, twins = merge_removed(root / "quota", n)
         exact.extend(rows, 2, twins)
     near = Decisions()
     clusters = None
@@ -70,9 +72,9 @@ def decide(passes: Passes, root: Path, layout: SignatureLayout, config: DedupCon
         excluded = root / "near-excluded.npy"
         np.save(excluded, exact.rows)
         follow = config.near_field == "prompt"
-        fn = NearPartition(layout, root / "near", config.threshold, excluded, follow)
-        passes.run("dedup.near", fn, PARTS, root / "near", phase=phase)
-        clusters = merge_near(root / "near", follow).clusters
+        fn = NearPartition(layout, root / "near", config.threshold, excluded, follow, n)
+        passes.run("dedup.near", fn, n, root / "near", phase=phase)
+        clusters = merge_near(root / "near", n, follow).clusters
         if similarity and len(clusters.rows):
             members = root / "members.npy"
             np.save(members, np.stack([clusters.rows, clusters.rep_rows], axis=1))

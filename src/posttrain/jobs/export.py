@@ -22,6 +22,7 @@ from typing import IO, Any
 import pyarrow as pa
 
 from posttrain.errors import PosttrainError
+from posttrain.io.outdir import owns_output
 from posttrain.jobs.export_formats import (
     FORMATS,
     alpaca_record,
@@ -101,6 +102,7 @@ def _file_name(category: str | None) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
 
 
+@owns_output("export", inputs=lambda a: [])
 def export_batches(
     batches: Iterable[pa.RecordBatch],
     fmt: str,
@@ -197,6 +199,7 @@ def _text_renderer(template: str | None):
     return get_renderer(RenderConfig(template=template) if template else RenderConfig())
 
 
+@owns_output("export")
 def export_source(
     source: Any,
     fmt: str,

@@ -55,7 +55,7 @@ def row_tools(metadata: str | None) -> tuple[list[Any] | None, str | None]:
         return None, None
     try:
         meta = json.loads(metadata)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep to read
         return None, "metadata.invalid_json"
     tools = meta.get("tools") if isinstance(meta, dict) else None
     return (tools if isinstance(tools, list) and tools else None), None

@@ -14,6 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from posttrain.io.outdir import owns_output
 from posttrain.io.parquet import PartWriter
 from posttrain.progress import OnProgress, tracked
 from posttrain.runner.units import (
@@ -53,6 +54,8 @@ class SplitFiles:
             w.close()
 
 
+@owns_output("rehydrate", out="out", inputs=lambda a: [a["source"], getattr(a["stage"], "code", None),
+                                                   getattr(a["stage"], "chat", None)])
 def run_rehydrate(
     source: Any,
     out: Path,

@@ -48,6 +48,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from posttrain.config import SelectConfig
+from posttrain.io.outdir import owns_output
 from posttrain.io.parquet import PartWriter
 from posttrain.io.sources import source_batches
 from posttrain.progress import OnProgress, tracked
@@ -64,49 +65,75 @@ from posttrain.stage import add_reason
 from posttrain.stages.filters import FILTERED, UNSAMPLED
 
 
+@owns_output("select")
 def run_select(
     source: Any, out_dir: str | Path, config: SelectConfig | None = None, *, on_progress: OnProgress | None = None
 ) -> dict[str, Any]:
-    """Filter and mix `source` into `DIR/kept/` (with `source_uuid`), `DIR/rejects/` and `DIR/summary.json`."""
+    """Filter and mix `source` into `DIR/kept/` (with `source_uuid`), `DIR/rejects/` and `DIR/summary.json`.
+
+    On the processes/ray engines: `posttrain.jobs.select_units.run_select_on_engine` (the same bytes).
+    """
     config = config or SelectConfig()
     out = Path(out_dir)
     need_counts = config.mix is not None or config.shuffle
     stats, row_bytes = count_pass(source, config) if need_counts else ({}, 0.0)
     plans = make_plan(source, config, stats) if stats or config.mix is not None else {}
-    expected = sum((p.asked / max(p.available_tokens, 1)) * p.available_rows if p.unit == "tokens" else p.asked
-                   for p in plans.values()) if plans else sum(s.rows for s in stats.values())
-    n_buckets = max(1, min(512, int(np.ceil(expected * row_bytes / config.shuffle_bucket_bytes))))
-    shuffler = Shuffler(out / "_shuffle", n_buckets, config.seed, config.shuffle_bucket_bytes) if config.shuffle else None
+    shuffler = make_shuffler(out, config, plans, stats, row_bytes)
     kept, rejects = PartWriter(out / "kept"), PartWriter(out / "rejects")
     achieved: dict[str, list[int]] = {}
-    counts = {"rows_in": 0, "rejected_upstream": 0, FILTERED: 0, UNSAMPLED: 0, "rows_selected": 0, "rows_out": 0}
+    counts = new_counts()
     in_schema: pa.Schema | None = None
     for batch in tracked(source_batches(source, config.batch_size), on_progress, "select",
                          getattr(source, "num_rows", None)):
         in_schema = in_schema or batch.schema
-        prior, filtered = candidates(batch, config.where)
-        keys, hashes, tokens = draw_inputs(batch, config)
-        copies = np.zeros(batch.num_rows, dtype=np.int64)
-        for key, idx in group_indices(keys).items():
-            idx = idx[~prior[idx] & ~filtered[idx]]
-            if not len(idx):
-                continue
-            copies[idx] = plans[key].copies(hashes[idx]) if plans else 1
-            got = achieved.setdefault(key, [0, 0])
-            got[0] += int(copies[idx].sum())
-            got[1] += int((copies[idx] * tokens[idx]).sum())
-        unsampled = ~prior & ~filtered & (copies == 0)
-        batch = add_reason(add_reason(batch, filtered, FILTERED), unsampled, UNSAMPLED)
-        counts["rows_in"] += batch.num_rows
-        counts["rejected_upstream"] += int(prior.sum())
-        counts[FILTERED] += int(filtered.sum())
-        counts[UNSAMPLED] += int(unsampled.sum())
-        counts["rows_selected"] += int((copies > 0).sum())
-        counts["rows_out"] += int(copies.sum())
-        rejects.write(batch.filter(pa.array(prior | filtered | unsampled)))
-        if copies.any():
-            chosen = _repeat(batch, copies)
+        rejected, chosen = select_batch(batch, config, plans, achieved, counts)
+        rejects.write(rejected)
+        if chosen is not None:
             shuffler.write(chosen) if shuffler else kept.write(chosen)
+    return finish_select(out, config, plans, achieved, counts, kept, rejects, shuffler, in_schema)
+
+
+def make_shuffler(out: Path, config: SelectConfig, plans: dict, stats: dict, row_bytes: float) -> Shuffler | None:
+    """The shuffle's buckets, sized from the expected rows out (None without `shuffle`)."""
+    expected = sum((p.asked / max(p.available_tokens, 1)) * p.available_rows if p.unit == "tokens" else p.asked
+                   for p in plans.values()) if plans else sum(s.rows for s in stats.values())
+    n_buckets = max(1, min(512, int(np.ceil(expected * row_bytes / config.shuffle_bucket_bytes))))
+    return Shuffler(out / "_shuffle", n_buckets, config.seed, config.shuffle_bucket_bytes) if config.shuffle else None
+
+
+def new_counts() -> dict[str, int]:
+    return {"rows_in": 0, "rejected_upstream": 0, FILTERED: 0, UNSAMPLED: 0, "rows_selected": 0, "rows_out": 0}
+
+
+def select_batch(batch: pa.RecordBatch, config: SelectConfig, plans: dict, achieved: dict[str, list[int]],
+                 counts: dict[str, int]) -> tuple[pa.RecordBatch, pa.Table | None]:
+    """Filter and draw one batch: (its rejected rows with their reasons, its chosen rows repeated or None)."""
+    prior, filtered = candidates(batch, config.where)
+    keys, hashes, tokens = draw_inputs(batch, config)
+    copies = np.zeros(batch.num_rows, dtype=np.int64)
+    for key, idx in group_indices(keys).items():
+        idx = idx[~prior[idx] & ~filtered[idx]]
+        if not len(idx):
+            continue
+        copies[idx] = plans[key].copies(hashes[idx]) if plans else 1
+        got = achieved.setdefault(key, [0, 0])
+        got[0] += int(copies[idx].sum())
+        got[1] += int((copies[idx] * tokens[idx]).sum())
+    unsampled = ~prior & ~filtered & (copies == 0)
+    batch = add_reason(add_reason(batch, filtered, FILTERED), unsampled, UNSAMPLED)
+    counts["rows_in"] += batch.num_rows
+    counts["rejected_upstream"] += int(prior.sum())
+    counts[FILTERED] += int(filtered.sum())
+    counts[UNSAMPLED] += int(unsampled.sum())
+    counts["rows_selected"] += int((copies > 0).sum())
+    counts["rows_out"] += int(copies.sum())
+    return batch.filter(pa.array(prior | filtered | unsampled)), (_repeat(batch, copies) if copies.any() else None)
+
+
+def finish_select(out: Path, config: SelectConfig, plans: dict, achieved: dict[str, list[int]], counts: dict[str, int],
+                  kept: PartWriter, rejects: PartWriter, shuffler: Shuffler | None,
+                  in_schema: pa.Schema | None) -> dict[str, Any]:
+    """Drain the shuffle, close the writers, write summary.json."""
     if shuffler:
         shuffler.drain(kept)
     kept.close(_out_schema(in_schema) if in_schema else None)

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from posttrain.errors import PosttrainError
+from posttrain.io.outdir import owns_output
 from posttrain.io.parquet import PartWriter, conform
 from posttrain.io.sources import SourceSpec, source_batches
 from posttrain.progress import OnProgress, reporter
@@ -314,6 +315,21 @@ def parse_severity(specs: Iterable[str] | None) -> dict[str, Severity]:
     return out
 
 
+def check_codes(keys: Iterable[str], place: str) -> None:
+    """Refuse reason codes nobody declared (a typo would otherwise be ignored without a word)."""
+    import difflib
+
+    known = reason_codes()
+    unknown = [k for k in keys if k not in known and k not in SEVERITIES]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], list(known), n=3)
+        raise PosttrainError(
+            f"unknown reason code{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}", place=place,
+            fix=(f"did you mean {', '.join(close)}? " if close else "") + "codes are listed in summary.json's messages",
+        )
+
+
+@owns_output("validate")
 def run_validate(
     source: Any,
     out_dir: str | Path,

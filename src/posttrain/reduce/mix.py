@@ -199,22 +199,43 @@ def count_pass(source: Any, config: SelectConfig) -> tuple[dict[str, GroupStats]
     stats: dict[str, GroupStats] = {}
     nbytes = rows = 0
     for batch in source_batches(source, config.batch_size):
-        prior, filtered = candidates(batch, config.where)
-        cand = batch.filter(pa.array(~prior & ~filtered))
-        if not cand.num_rows:
-            continue
-        if config.mix and config.mix.tokens is not None and "num_tokens" not in cand.schema.names:
-            raise RecipeError("mix.tokens needs a num_tokens column", place="select.mix.tokens",
-                              fix="tokenize first, or give the budget in mix.rows")
-        nbytes += cand.nbytes
-        rows += cand.num_rows
-        keys, hashes, tokens = draw_inputs(cand, config)
-        for key, idx in group_indices(keys).items():
-            if key not in stats and len(stats) >= 10_000:
-                raise RecipeError(f"more than 10000 groups in '{config.mix.by if config.mix else ''}'",
-                                  place="select.mix.by", fix="mix by a column with few values")
-            stats.setdefault(key, GroupStats()).add(hashes[idx], tokens[idx])
+        b, r = count_batch(batch, config, stats)
+        nbytes, rows = nbytes + b, rows + r
     return stats, (nbytes / rows if rows else 0.0)
+
+
+def count_batch(batch: pa.RecordBatch, config: SelectConfig, stats: dict[str, GroupStats]) -> tuple[int, int]:
+    """Add one batch's candidate rows to `stats` (keys in the order first seen); (Arrow bytes, rows) of
+    those rows. A work unit counts its rows into its own `stats`; `merge_stats` adds units up."""
+    prior, filtered = candidates(batch, config.where)
+    cand = batch.filter(pa.array(~prior & ~filtered))
+    if not cand.num_rows:
+        return 0, 0
+    if config.mix and config.mix.tokens is not None and "num_tokens" not in cand.schema.names:
+        raise RecipeError("mix.tokens needs a num_tokens column", place="select.mix.tokens",
+                          fix="tokenize first, or give the budget in mix.rows")
+    keys, hashes, tokens = draw_inputs(cand, config)
+    for key, idx in group_indices(keys).items():
+        _check_groups(stats, key, config)
+        stats.setdefault(key, GroupStats()).add(hashes[idx], tokens[idx])
+    return cand.nbytes, cand.num_rows
+
+
+def _check_groups(stats: dict[str, GroupStats], key: str, config: SelectConfig) -> None:
+    if key not in stats and len(stats) >= 10_000:
+        raise RecipeError(f"more than 10000 groups in '{config.mix.by if config.mix else ''}'",
+                          place="select.mix.by", fix="mix by a column with few values")
+
+
+def merge_stats(into: dict[str, GroupStats], other: dict[str, GroupStats], config: SelectConfig) -> None:
+    """Add a work unit's counts to the run's (units merged in unit order keep the stream's key order)."""
+    for key, st in other.items():
+        _check_groups(into, key, config)
+        mine = into.setdefault(key, GroupStats())
+        mine.rows += st.rows
+        mine.tokens += st.tokens
+        mine.row_hist += st.row_hist
+        mine.token_hist += st.token_hist
 
 
 def group_indices(keys: list[str]) -> dict[str, np.ndarray]:
@@ -229,27 +250,46 @@ def make_plan(source: Any, config: SelectConfig, stats: dict[str, GroupStats]) -
     if config.mix is None:
         return {k: KeyPlan(key=k, unit="rows", asked=s.rows, available_rows=s.rows, available_tokens=s.tokens,
                            base=1, threshold=None) for k, s in stats.items()}
+    plans, refine = plan_keys(config, stats)
+    if refine:
+        found: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {k: ([], []) for k in refine}
+        for batch in source_batches(source, config.batch_size):
+            refine_batch(batch, config, plans, refine, found)
+        finish_refine(plans, refine, found, stats)
+    return plans
+
+
+def plan_keys(config: SelectConfig, stats: dict[str, GroupStats]) -> tuple[dict[str, KeyPlan], dict[str, int]]:
+    """The plans a mix config gives from the counts, and the boundary bin of each key still to refine."""
+    assert config.mix is not None
     plans: dict[str, KeyPlan] = {}
     refine: dict[str, int] = {}
     for key, (unit, asked) in key_targets(config.mix, stats).items():
         plans[key], b = plan_key(key, unit, asked, stats.get(key, GroupStats()))
         if b is not None:
             refine[key] = b
-    if refine:
-        found: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {k: ([], []) for k in refine}
-        for batch in source_batches(source, config.batch_size):
-            prior, filtered = candidates(batch, config.where)
-            cand = batch.filter(pa.array(~prior & ~filtered))
-            keys, hashes, tokens = draw_inputs(cand, config)
-            bins = (hashes >> np.uint64(64 - HASH_BITS)).astype(np.int64)
-            for key, idx in group_indices(keys).items():
-                if key in refine:
-                    sel = idx[bins[idx] == refine[key]]
-                    found[key][0].append(hashes[sel])
-                    found[key][1].append(np.ones(len(sel), np.int64) if plans[key].unit == "rows" else tokens[sel])
-        for key, b in refine.items():
-            refine_threshold(plans[key], b, np.concatenate(found[key][0]), np.concatenate(found[key][1]), stats[key])
-    return plans
+    return plans, refine
+
+
+def refine_batch(batch: pa.RecordBatch, config: SelectConfig, plans: dict[str, KeyPlan], refine: dict[str, int],
+                 found: dict[str, tuple[list[np.ndarray], list[np.ndarray]]]) -> None:
+    """Collect (hash, weight) of one batch's candidate rows that fall in a key's boundary bin."""
+    prior, filtered = candidates(batch, config.where)
+    cand = batch.filter(pa.array(~prior & ~filtered))
+    keys, hashes, tokens = draw_inputs(cand, config)
+    bins = (hashes >> np.uint64(64 - HASH_BITS)).astype(np.int64)
+    for key, idx in group_indices(keys).items():
+        if key in refine:
+            sel = idx[bins[idx] == refine[key]]
+            found[key][0].append(hashes[sel])
+            found[key][1].append(np.ones(len(sel), np.int64) if plans[key].unit == "rows" else tokens[sel])
+
+
+def finish_refine(plans: dict[str, KeyPlan], refine: dict[str, int],
+                  found: dict[str, tuple[list[np.ndarray], list[np.ndarray]]], stats: dict[str, GroupStats]) -> None:
+    """Set the exact threshold of every key to refine from the rows found in its boundary bin (in stream order)."""
+    for key, b in refine.items():
+        refine_threshold(plans[key], b, np.concatenate(found[key][0]), np.concatenate(found[key][1]), stats[key])
 
 
 def mixture_table(plans: dict[str, KeyPlan], achieved: dict[str, list[int]], rows_out: int) -> list[dict[str, Any]]:
@@ -268,4 +308,31 @@ def mixture_table(plans: dict[str, KeyPlan], achieved: dict[str, list[int]], row
             "available_rows": p.available_rows if p else None, "achieved_rows": got[0], "achieved_tokens": got[1],
             "achieved_share": round(got[0] / rows_out, 4) if rows_out else 0.0,
         })
+    return out
+
+
+def stats_to_arrays(stats: dict[str, GroupStats]) -> dict[str, np.ndarray]:
+    """A unit's counts as arrays (nonzero histogram bins only); keys in the order first seen."""
+    rows = np.array([s.rows for s in stats.values()], np.int64)
+    tokens = np.array([s.tokens for s in stats.values()], np.int64)
+    k, b = [], []
+    for i, s in enumerate(stats.values()):
+        nz = np.flatnonzero((s.row_hist != 0) | (s.token_hist != 0))
+        k.append(np.full(len(nz), i, np.int64))
+        b.append(nz)
+    key_of = np.concatenate(k) if k else np.zeros(0, np.int64)
+    bins = np.concatenate(b) if b else np.zeros(0, np.int64)
+    rh = np.concatenate([s.row_hist[x] for s, x in zip(stats.values(), b, strict=True)]) if b else np.zeros(0, np.int64)
+    th = np.concatenate([s.token_hist[x] for s, x in zip(stats.values(), b, strict=True)]) if b else np.zeros(0, np.int64)
+    return {"rows": rows, "tokens": tokens, "key_of": key_of, "bins": bins, "row_hist": rh, "token_hist": th}
+
+
+def stats_from_arrays(keys: list[str], arrays: dict[str, np.ndarray]) -> dict[str, GroupStats]:
+    out: dict[str, GroupStats] = {}
+    for i, key in enumerate(keys):
+        st = out[key] = GroupStats()
+        st.rows, st.tokens = int(arrays["rows"][i]), int(arrays["tokens"][i])
+        sel = arrays["key_of"] == i
+        st.row_hist[arrays["bins"][sel]] = arrays["row_hist"][sel]
+        st.token_hist[arrays["bins"][sel]] = arrays["token_hist"][sel]
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from posttrain.errors import PosttrainError, UnitFailed
 
 log = logging.getLogger("posttrain.runner.engines")
+_DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES)
 
 
 def run_with_retries(fn: Callable[[Any], Any], unit: Any, retries: int) -> Any:
@@ -20,6 +22,8 @@ def run_with_retries(fn: Callable[[Any], Any], unit: Any, retries: int) -> Any:
         except PosttrainError:
             raise  # a user error (bad recipe, bad path) does not get better by retrying
         except Exception as exc:
+            if isinstance(exc, OSError) and exc.errno in _DISK_ERRORS:
+                raise  # a full disk or a read-only folder does not either: the CLI names the path and the fix
             log.warning("unit %s failed (attempt %d/%d): %s: %s", unit, attempt + 1, retries + 1, type(exc).__name__, exc)
             if attempt == retries:
                 raise UnitFailed(

@@ -8,11 +8,13 @@ nothing (threads, open files, tokenizer state) leaks from the parent by fork.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
+from posttrain.io.lifetime import die_with_parent
 from posttrain.runner.local import run_with_retries
 
 
@@ -26,7 +28,9 @@ class ProcessEngine:
 
     def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"))
+            # workers end when this process dies, however it dies (posttrain.io.lifetime)
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"),
+                                             initializer=die_with_parent, initargs=(os.getpid(),))
         return self._pool
 
     def map_units(self, fn: Callable[[Any], Any], units: Iterable[Any]) -> Iterator[Any]:

@@ -36,7 +36,9 @@ class RayEngine:
             if self.address:
                 ray.init(address=self.address, log_to_driver=False)
             else:
-                ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False)
+                # "local": a cluster of its own, even when another process on this machine runs one
+                # (without it, ray.init would join that one and refuse num_cpus)
+                ray.init(address="local", num_cpus=self.workers, include_dashboard=False, log_to_driver=False)
             self._started = True
         return ray
 

@@ -37,6 +37,8 @@ from posttrain.errors import PosttrainError
 from posttrain.io.sources import SourceSpec
 from posttrain.io.sources.discover import parse_splits
 from posttrain.io.spool import UnitWriter, clean_partial, is_done, read_result, unit_dir, write_atomic
+from posttrain.runner.engines import Engine
+from posttrain.runner.inputs import redo_changed_inputs
 
 LOCAL = "local"
 
@@ -195,7 +197,7 @@ def run_units(
     work: Path,
     *,
     key: str | None = None,
-    engine: str = "local",
+    engine: str | Engine = "local",
     workers: int = 1,
     address: str | None = None,
     retries: int = 2,
@@ -205,23 +207,28 @@ def run_units(
 
     `units` is a count (0..n-1) or the unit indices. `key` names the settings the units are made
     with (default: a hash of `fn`); a work directory opened with `open_work` under the same key is
-    resumed, one made with another key is restarted.
+    resumed, one made with another key is restarted. `engine` is a name (an engine is started and
+    closed here) or a started engine (`posttrain.runner.session.open_engine`), which a job keeps
+    across its phases so that workers (a pool, a Ray connection) start once.
     """
     from posttrain.runner.engines import get_engine
 
     indices = list(range(units)) if isinstance(units, int) else list(units)
     open_work(work, key or units_key(fn))
+    redo_changed_inputs(work, fn, indices)  # a unit whose input changed is redone, never reused
     todo = [u for u in indices if not is_done(work, u)]
     if on_result:
         for u in sorted(set(indices) - set(todo)):  # done before a crash: counted, not redone
             on_result(read_result(work, u))
-    eng = get_engine(engine, workers, address, retries)
+    owned = isinstance(engine, str)
+    eng = get_engine(engine, workers, address, retries) if isinstance(engine, str) else engine
     try:
         for result in eng.map_units(fn, todo):
             if on_result:
                 on_result(result)
     finally:
-        eng.close()
+        if owned:
+            eng.close()
     return [read_result(work, u) for u in indices]
 
 

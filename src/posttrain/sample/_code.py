@@ -51,10 +51,14 @@ def statement_record(rng: random.Random, problem: Problem, dataset: str) -> dict
 
 
 def plain_prompt(record: dict[str, Any]) -> str:
-    """The prompt text a record stands for (the same rule rehydration applies)."""
+    """The prompt text a record stands for (the same rule rehydration applies).
+
+    The bundled sample was generated with codeforces examples stripped (rehydration's form before
+    it followed NVIDIA's text); kept so that regenerating it stays byte-identical.
+    """
     from posttrain.stages.rehydrate import code_prompt
 
-    return code_prompt(record)
+    return code_prompt(record, examples="stripped") or ""
 
 
 def _response(rng: random.Random, problem: Problem, code: str) -> str:

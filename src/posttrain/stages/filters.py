@@ -45,7 +45,7 @@ def _meta_field(raw: str | None, path: str) -> str | None:
     """A (dotted) field of a JSON metadata string, as a string; None when absent or unparsable."""
     try:
         value: Any = json.loads(raw) if raw else None
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep to read
         return None
     for part in path.split("."):
         value = value.get(part) if isinstance(value, dict) else None

@@ -5,11 +5,20 @@ Rows whose prompt came from an outside dataset ship with a placeholder user turn
 
 - code: metadata `{"dataset", "split", "index"}` against a table with `question` (TACO, APPS),
   `description` (CodeContests) or description + input/output format + examples + note
-  (open-r1/codeforces). A table with an integer `index` (or APPS' `problem_id`) column is keyed
-  by (split, that value); a table without one is keyed by (split, row position within the split,
-  files in path order), which is how the real BAAI/TACO, deepmind/code_contests and
-  open-r1/codeforces (whose `index` is the problem letter) are addressed. The split comes from a `split` column, else from
-  the file path (`train`/`test`/`valid`).
+  (open-r1/codeforces), the text built exactly as NVIDIA's OpenCodeReasoning `get_question` builds
+  it (`code_prompt`). NVIDIA restores `load_dataset(name)[split][int(index)]`: the ROW POSITION in
+  the default config's split. So only the default config's files of each split are indexed (the
+  card's `configs`, see `posttrain.io.sources.hub_layouts`: TACO's `ALL/`, codeforces' `data/` and
+  never its `verifiable` config), positions counted in file order within the split, and a source
+  keyed by position must have exactly the rows the restoration expects (`EXPECTED_SPLIT_ROWS`:
+  TACO train 25,443 / test 1,000, codeforces 9,556 / 468, APPS 5,000 / 5,000, CodeContests
+  13,328 / 117 / 165): another count means the positions point at other problems, and the source
+  is refused with one line naming both counts. A table with an integer `index` column (or APPS'
+  `problem_id`) is keyed by that value instead: a subset or re-ordered copy stays correct, and on a
+  full source the value is checked against the position (on the real APPS files `problem_id` IS
+  the row position, 0..4999 in each split, so both rules give the same prompt). The key used per
+  split, the rows per split and the revision are in `summary()["sources"]`. The split comes from a
+  `split` column, else from the layout (file names), else from the path (`train`/`test`/`valid`).
 - chat: metadata `conversation_id` against lmsys-chat-1m's `conversation_id`; every empty user turn
   gets the lmsys user turn of the same rank; a row with more user turns than the conversation
   cannot be restored, and non-empty user turns that differ from lmsys are counted as mismatches.
@@ -18,7 +27,9 @@ Streaming join: each source gets a key index (xxh64 of the key -> file, row grou
 row), built from the key columns only; rows are fetched per batch, one row group at a time, so a
 source is never loaded whole. Rows that cannot be restored get `prompt.unrecoverable` and the
 failing key in the `rehydrate_key` column (set for every withheld row, null otherwise); with
-`keep_unrecoverable=True` they keep their placeholder and no reason.
+`keep_unrecoverable=True` they keep their placeholder and no reason. Given a hash list
+(`verify_hashes`: key -> sha256 of the restored text, e.g. published beside a release), every
+restored row whose key is listed is compared, and a different text is `prompt.hash_mismatch`.
 """
 
 from __future__ import annotations
@@ -39,17 +50,45 @@ import pyarrow.parquet as pq
 import xxhash
 
 from posttrain.errors import SourceError
-from posttrain.stage import Stage, add_reasons
+from posttrain.stage import Stage, add_reasons, register_reason
+
+register_reason("prompt.hash_mismatch", "error", "the restored prompt differs from the published hash of it")
 
 KEY_COLUMN = "rehydrate_key"
 MAX_KEYS_LISTED = 1000
 CODE_PLACEHOLDER, CHAT_PLACEHOLDER = "-", ""
 CODE_TEXT_COLUMNS = ("question", "description", "input_format", "output_format", "examples", "note")
 _SPLIT_WORDS = {"train": "train", "test": "test", "valid": "valid", "validation": "valid", "dev": "valid"}
+#: Rows per split of each code source's default config, as restoration by row position expects them.
+EXPECTED_SPLIT_ROWS: dict[str, dict[str, int]] = {
+    "taco": {"train": 25_443, "test": 1_000},
+    "codeforces": {"train": 9_556, "test": 468},
+    "apps": {"train": 5_000, "test": 5_000},
+    "code_contests": {"train": 13_328, "valid": 117, "test": 165},
+}
+#: The default config's folder, for a mirror without its README (TACO's loader reads `ALL/`).
+DEFAULT_FOLDERS = {"taco": "ALL/"}
 
 
-def code_prompt(record: dict[str, Any]) -> str:
-    """The prompt of a code-source record, as OpenCodeReasoning builds it.
+def prompt_digest(texts: list[str]) -> str:
+    """sha256 of restored user text(s) (several chat turns joined by U+001E): what a hash list holds.
+
+    >>> prompt_digest(["Add two numbers."])[:12]
+    '000821b4f8d9'
+    """
+    import hashlib
+
+    return hashlib.sha256("\x1e".join(texts).encode("utf-8")).hexdigest()
+
+
+def code_prompt(record: dict[str, Any], dataset: str | None = None, examples: str = "reference") -> str | None:
+    """The prompt of a code-source record, as OpenCodeReasoning's `get_question` builds it (None: no prompt).
+
+    CodeContests gives its `description` (None when empty); TACO and APPS their `question`;
+    open-r1/codeforces its description, then input format, output format, the examples and the
+    note, each under a heading (None without a description). `examples="reference"` writes each
+    example's input and output as they are (NVIDIA's text, trailing newlines included);
+    `"stripped"` strips them (posttrain before issue 12). `dataset` None: told from the columns.
 
     >>> code_prompt({"question": "Add two numbers."})
     'Add two numbers.'
@@ -74,23 +113,39 @@ def code_prompt(record: dict[str, Any]) -> str:
     Output
     <BLANKLINE>
     3
+    >>> code_prompt({"description": "Add.", "examples": [{"input": "1 2\\n", "output": "3\\n"}]}).endswith("3\\n")
+    True
     """
-    if record.get("question"):
-        return record["question"]
-    if record.get("input_format") is not None or record.get("examples") is not None:
-        parts = [record.get("description") or ""]
-        if record.get("input_format"):
-            parts.append(f"Input\n\n{record['input_format']}")
-        if record.get("output_format"):
-            parts.append(f"Output\n\n{record['output_format']}")
-        examples = [f"Input\n\n{(ex.get('input') or '').strip()}\n\nOutput\n\n{(ex.get('output') or '').strip()}"
-                    for ex in record.get("examples") or []]  # fmt: skip
-        if examples:
-            parts.append("Examples\n\n" + "\n\n".join(examples))
-        if record.get("note"):
-            parts.append(f"Note\n\n{record['note']}")
-        return "\n\n".join(parts)
-    return record.get("description") or ""
+    name = dataset_name(dataset) if dataset else None
+    if name == "code_contests":
+        return record.get("description") or None
+    if name in ("taco", "apps"):
+        return record.get("question") or None
+    if name == "codeforces" or record.get("input_format") is not None or record.get("examples") is not None:
+        return _codeforces_text(record, examples)
+    return record.get("question") or record.get("description") or None  # another dataset: its text column
+
+
+def _codeforces_text(record: dict[str, Any], examples: str) -> str | None:
+    """open-r1/codeforces: description, Input, Output, Examples (Input/Output pairs), Note."""
+    if not record.get("description"):
+        return None
+    fix = (lambda t: (t or "").strip()) if examples == "stripped" else (lambda t: t or "")
+    text = record["description"]
+    if record.get("input_format"):
+        text += "\n\nInput\n\n" + record["input_format"]
+    if record.get("output_format"):
+        text += "\n\nOutput\n\n" + record["output_format"]
+    if record.get("examples"):
+        text += "\n\nExamples"
+        for ex in record["examples"]:
+            if "input" in ex:
+                text += "\n\nInput\n\n" + fix(ex["input"])
+            if "output" in ex:
+                text += "\n\nOutput\n\n" + fix(ex["output"])
+    if record.get("note"):
+        text += "\n\nNote\n\n" + record["note"]
+    return text
 
 
 def dataset_name(name: str) -> str:
@@ -138,25 +193,52 @@ class _File:
     path: str
     kind: str  # "parquet" | "jsonl"
     fs: Any = None  # fsspec filesystem for hub files; None for local
+    split: str | None = None  # from the repo layout; a `split` column wins, then the path
+
+
+def _layout_files(layout: Any, name: str, base: str, fs: Any) -> list[_File]:
+    """The default config's files of a layout (TACO without its card: `ALL/` only), each with its split."""
+    from posttrain.io.sources.discover import file_kind
+
+    files = layout.files
+    folder = DEFAULT_FOLDERS.get(name)
+    if layout.kind in ("flat", "data-dir") and folder and any(f.path.startswith(folder) for f in files):
+        files = [f for f in files if f.path.startswith(folder)]
+    out = []
+    for f in files:
+        path = f"{base.rstrip('/')}/{f.path}"
+        split = _SPLIT_WORDS.get(f.split) or split_of_path(f.path)
+        out.append(_File(path, file_kind(path) or "parquet", fs, split))
+    return out
 
 
 def resolve_files(spec: str | Path, name: str, hub_mirror: str | Path | None = None) -> list[_File]:
-    """The parquet/JSONL files of a source given as a local file/dir/glob or a hub id."""
-    from posttrain.io.sources.discover import discover_local, file_kind, hub_filesystem, parse_hub_id
+    """The parquet/JSONL files a restoration source serves: a file, a glob, or a repo's default config.
+
+    A directory or hub id is read as a hub repo (`posttrain.io.sources.hub_layouts`, default config
+    only): the files `load_dataset(repo)[split]` would read, in the order it reads them.
+    """
+    from posttrain.io.sources.discover import discover_local, hub_filesystem, parse_hub_id
+    from posttrain.io.sources.hub_layouts import fs_layout, local_layout
 
     spec = str(spec)
     place = f"{name} source {spec}"
     hub = parse_hub_id(spec)
     try:
         if hub is None:
-            return [_File(f.path, f.kind) for f in discover_local(spec)]
-        mirror = hub_mirror
-        if mirror is not None and (Path(mirror) / hub[0]).is_dir():
-            mirror = Path(mirror) / hub[0]  # one mirror directory can hold several repos as owner/name
-        # A revision such as refs/convert/parquet (the hub's parquet export) must be URL-quoted in a path.
-        revision = quote(hub[1], safe="") if hub[1] else None
-        fs, root = hub_filesystem(hub[0], revision, mirror)
-        found = sorted(p for p in fs.glob(f"{root}/**") if file_kind(p))
+            local = Path(spec).expanduser()
+            if local.is_dir() and not any(ch in spec for ch in "*?["):
+                found = _layout_files(local_layout(local, default_only=True), name, str(local), None)
+            else:
+                found = [_File(f.path, f.kind, None, split_of_path(f.path)) for f in discover_local(spec)]
+        else:
+            mirror = hub_mirror
+            if mirror is not None and (Path(mirror) / hub[0]).is_dir():
+                mirror = Path(mirror) / hub[0]  # one mirror directory can hold several repos as owner/name
+            # A revision such as refs/convert/parquet (the hub's parquet export) must be URL-quoted in a path.
+            revision = quote(hub[1], safe="") if hub[1] else None
+            fs, root = hub_filesystem(hub[0], revision, mirror)
+            found = _layout_files(fs_layout(fs, root, default_only=True), name, root, fs)
     except SourceError as exc:
         raise SourceError(exc.message, place=place, fix=exc.fix or "check the path") from None
     except Exception as exc:  # hub errors come in many types
@@ -165,37 +247,91 @@ def resolve_files(spec: str | Path, name: str, hub_mirror: str | Path | None = N
     if not found:
         raise SourceError("no parquet or JSONL file", place=place,
                           fix="check the repo id; for a repo without parquet use its export, ID@refs/convert/parquet")  # fmt: skip
-    return [_File(p, file_kind(p) or "parquet", fs) for p in found]
+    return found
+
+
+def _spec_label(spec: str) -> str:
+    """How a source is named in summaries: as given, or relative to the package for the bundled fixtures."""
+    from posttrain.sample import fixtures_root
+
+    try:
+        return "bundled:" + Path(spec).resolve().relative_to(fixtures_root().resolve()).as_posix()
+    except ValueError:
+        return spec
 
 
 class KeyedSource:
     """One external table, addressable by key without loading it: a sorted xxh64 index + row-group reads.
 
-    `kind` is "code" (key `split/index`) or "chat" (key `conversation_id`).
+    `kind` is "code" (key `split/index`) or "chat" (key `conversation_id`). After the index is
+    built, `split_rows` holds the rows per split and `split_keys` the key used per split
+    (`index` / `problem_id`: the column's value; `position`: the row's rank in its split).
     """
 
-    def __init__(self, spec: str | Path, kind: str, name: str, hub_mirror: str | Path | None = None) -> None:
+    def __init__(self, spec: str | Path, kind: str, name: str, hub_mirror: str | Path | None = None,
+                 *, examples: str = "reference") -> None:  # fmt: skip
         self.spec, self.kind, self.name = str(spec), kind, name
+        self.examples = examples
+        from posttrain.io.sources.discover import parse_hub_id
+
         self.files = resolve_files(spec, name, hub_mirror)
+        hub = parse_hub_id(self.spec)
+        self.revision = (hub[1] or "main") if hub else None
         self._index: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self.split_rows: dict[str, int] = {}
+        self.split_keys: dict[str, str] = {}
+        self.key_is_position: dict[str, bool] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the index is rebuilt in each process on first lookup (it can be large: lmsys has 1M keys)
+        return {**self.__dict__, "_index": None}
+
+    def describe(self) -> dict[str, Any]:
+        """Spec, revision, files, rows per split and the key used per split (builds the index)."""
+        if self.kind == "code" and self._index is None:
+            self._index = self._build_index()
+        out: dict[str, Any] = {"spec": _spec_label(self.spec), "revision": self.revision, "files": len(self.files)}
+        if self.kind == "code":
+            out["rows"] = dict(sorted(self.split_rows.items()))
+            out["key"] = {s: k + (" (= row position)" if k != "position" and self.key_is_position.get(s) else "")
+                          for s, k in sorted(self.split_keys.items())}  # fmt: skip
+        return out
+
+    def check_rows(self, expected: dict[str, int] | None) -> None:
+        """Refuse a positionally keyed split whose row count is not the one restoration expects."""
+        for split, key in sorted(self.split_keys.items()):
+            want = (expected or {}).get(split)
+            have = self.split_rows.get(split, 0)
+            if key == "position" and want is not None and have != want:
+                raise SourceError(
+                    f"split '{split}' has {have:,} rows where restoration by row position expects {want:,}",
+                    place=f"{self.name} source {self.spec}",
+                    fix="give the dataset's default config with all of its files (the revision NVIDIA used), "
+                    "or set rehydrate.expected_rows for a copy you have checked",
+                )
 
     # -- the index: key columns only, one row group at a time ------------------------------------
-    def _keys_of(self, table: pa.Table, f: _File, counters: Counter) -> list[str]:
+    def _keys_of(self, table: pa.Table, f: _File, counters: Counter, n: int) -> list[str]:
         if self.kind == "chat":
             return [str(k) for k in table.column("conversation_id").to_pylist()]
-        n = table.num_rows
         splits = (table.column("split").to_pylist() if "split" in table.column_names
-                  else [split_of_path(f.path)] * n)  # fmt: skip
+                  else [f.split or split_of_path(f.path)] * n)  # fmt: skip
+        positions = []
+        for s in splits:  # the row's rank within its split, in file order
+            positions.append(counters[s])
+            counters[s] += 1
         # Only an integer column is a row key: open-r1/codeforces' `index` is the problem letter ("A").
         col = next((c for c in ("index", "problem_id")
                     if c in table.column_names and pa.types.is_integer(table.schema.field(c).type)), None)  # fmt: skip
-        if col is not None:
-            return [f"{s}/{i}" for s, i in zip(splits, table.column(col).to_pylist(), strict=True)]
-        keys = []
-        for s in splits:  # positional: the row's rank within its split, in file order
-            keys.append(f"{s}/{counters[s]}")
-            counters[s] += 1
-        return keys
+        for s in set(splits):
+            kind = col or "position"
+            self.split_keys[s] = kind if self.split_keys.get(s, kind) == kind else "mixed"
+        if col is None:
+            return [f"{s}/{p}" for s, p in zip(splits, positions, strict=True)]
+        values = table.column(col).to_pylist()
+        for s, v, p in zip(splits, values, positions, strict=True):
+            self.key_is_position[s] = self.key_is_position.get(s, True) and v == p
+        return [f"{s}/{v}" for s, v in zip(splits, values, strict=True)]
 
     def _key_columns(self, names: list[str]) -> list[str]:
         wanted = ("conversation_id",) if self.kind == "chat" else ("split", "index", "problem_id")
@@ -211,21 +347,25 @@ class KeyedSource:
         """Sorted key hashes and, aligned, (file, row group or byte offset, row in group; -1 for JSONL)."""
         parts: list[tuple[np.ndarray, int, np.ndarray, np.ndarray]] = []
         counters: Counter = Counter()
+        self.split_keys, self.key_is_position = {}, {}
         for fi, f in enumerate(self.files):
             if f.kind == "parquet":
                 pf = self._parquet(f)
                 cols = self._key_columns(pf.schema_arrow.names)
                 for rg in range(pf.num_row_groups):
-                    keys = self._keys_of(pf.read_row_group(rg, columns=cols), f, counters)
+                    group = pf.read_row_group(rg, columns=cols)
+                    keys = self._keys_of(group, f, counters, pf.metadata.row_group(rg).num_rows)
                     n = len(keys)
                     parts.append((_hashes(keys), fi, np.full(n, rg, np.int64), np.arange(n, dtype=np.int32)))
             else:
                 for chunk in _chunks(self._jsonl(f), 4096):
                     cols = self._key_columns(list(chunk[0][1]))
-                    table = pa.Table.from_pylist([{c: rec.get(c) for c in cols} for _, rec in chunk])
-                    keys = self._keys_of(table, f, counters)
+                    # a JSONL file without key columns is keyed by line position (n rows, no columns)
+                    table = pa.Table.from_pylist([{c: rec.get(c) for c in cols} for _, rec in chunk]) if cols else pa.table({})
+                    keys = self._keys_of(table, f, counters, len(chunk))
                     offsets = np.array([off for off, _ in chunk], np.int64)
                     parts.append((_hashes(keys), fi, offsets, np.full(len(keys), -1, np.int32)))
+        self.split_rows = dict(counters)
         if not parts:
             return (np.zeros(0, np.uint64), np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.int32))
         h = np.concatenate([p[0] for p in parts])
@@ -316,7 +456,7 @@ class KeyedSource:
 def _meta(text: str | None) -> dict[str, Any]:
     try:
         value = json.loads(text or "{}")
-    except (json.JSONDecodeError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         return {}
     return value if isinstance(value, dict) else {}
 
@@ -326,20 +466,35 @@ class RestorePrompts(Stage):
 
     `code_sources` maps a dataset name (`taco`, `apps`, `code_contests`, `codeforces`; an owner
     prefix such as `open-r1/` is ignored) to a path or hub id; `chat_source` is lmsys-chat-1m.
-    `summary()` gives the counts restored and unrecoverable per source.
+    Construction indexes the code sources and refuses one keyed by row position whose rows per
+    split differ from `EXPECTED_SPLIT_ROWS` (updated by `expected_rows`; `check_rows=False` skips
+    the check). `codeforces_examples` is `code_prompt`'s `examples`. `verify_hashes` is a hash
+    list (JSON object or JSONL of {"key", "sha256"}). `summary()` gives the counts restored,
+    unrecoverable and verified per source, and each source's revision, rows and key.
     """
 
     name = "rehydrate"
 
     def __init__(self, code_sources: dict[str, str | Path] | None = None, chat_source: str | Path | None = None,
-                 *, keep_unrecoverable: bool = False, hub_mirror: str | Path | None = None) -> None:  # fmt: skip
-        self.code = {dataset_name(k): KeyedSource(v, "code", dataset_name(k), hub_mirror)
+                 *, keep_unrecoverable: bool = False, hub_mirror: str | Path | None = None,
+                 codeforces_examples: str = "reference", expected_rows: dict[str, dict[str, int]] | None = None,
+                 check_rows: bool = True, verify_hashes: str | Path | None = None) -> None:  # fmt: skip
+        self.code = {dataset_name(k): KeyedSource(v, "code", dataset_name(k), hub_mirror, examples=codeforces_examples)
                      for k, v in (code_sources or {}).items()}  # fmt: skip
         self.chat = KeyedSource(chat_source, "chat", "lmsys-chat-1m", hub_mirror) if chat_source else None
         self.keep_unrecoverable = keep_unrecoverable
+        expected = {**EXPECTED_SPLIT_ROWS, **{dataset_name(k): dict(v) for k, v in (expected_rows or {}).items()}}
+        self.sources = {name: src.describe() for name, src in sorted(self.code.items())}
+        if self.chat is not None:
+            self.sources["lmsys-chat-1m"] = self.chat.describe()
+        if check_rows:
+            for src in self.code.values():
+                src.check_rows(expected.get(src.name))
+        self.hashes = load_hash_list(verify_hashes) if verify_hashes else None
         self.counts: dict[str, Counter] = {}
         self.mismatched_turns = 0
         self.unrecoverable_keys: list[str] = []
+        self.verified = self.hash_mismatch = 0
         self.reset_counts()
 
     def reset_counts(self) -> None:
@@ -347,12 +502,15 @@ class RestorePrompts(Stage):
         self.counts = {"restored": Counter(), "unrecoverable": Counter()}
         self.mismatched_turns = 0
         self.unrecoverable_keys = []
+        self.verified = self.hash_mismatch = 0
 
     def merge_summary(self, unit: dict[str, Any]) -> None:
         """Add a work unit's `summary()`; units merged in order list the same first keys as one stream."""
         self.counts["restored"].update(unit["restored"])
         self.counts["unrecoverable"].update(unit["unrecoverable"])
         self.mismatched_turns += unit["mismatched_user_turns"]
+        self.verified += unit.get("verified", 0)
+        self.hash_mismatch += unit.get("hash_mismatch", 0)
         room = max(0, MAX_KEYS_LISTED - len(self.unrecoverable_keys))
         self.unrecoverable_keys.extend(unit["unrecoverable_keys"][:room])
 
@@ -365,6 +523,8 @@ class RestorePrompts(Stage):
             "unrecoverable_total": sum(self.counts["unrecoverable"].values()),
             "mismatched_user_turns": self.mismatched_turns,
             "unrecoverable_keys": list(self.unrecoverable_keys),
+            **({"verified": self.verified, "hash_mismatch": self.hash_mismatch} if self.hashes is not None else {}),
+            "sources": self.sources,
         }
 
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -395,6 +555,12 @@ class RestorePrompts(Stage):
                         continue
                     self.counts["restored"][label] += 1
                     new_text.update(filled)
+                    if self.hashes is not None and keys[row] in self.hashes:
+                        if prompt_digest([filled[p] for p in sorted(filled)]) == self.hashes[keys[row]]:
+                            self.verified += 1
+                        else:
+                            self.hash_mismatch += 1
+                            reasons[row] = "prompt.hash_mismatch"
         batch = self._with_contents(batch, messages, flat, contents, new_text)
         batch = add_reasons(batch, reasons)
         key_col = pa.array(keys, type=pa.string())
@@ -428,7 +594,7 @@ class RestorePrompts(Stage):
         if record is None:
             return None
         if source.kind == "code":
-            prompt = code_prompt(record)
+            prompt = code_prompt(record, source.name, source.examples)
             return {positions[0]: prompt} if prompt else None
         turns = [t.get("content") or "" for t in record.get("conversation") or [] if t.get("role") == "user"]
         if len(texts) > len(turns):
@@ -458,6 +624,29 @@ class RestorePrompts(Stage):
         rebuilt = pa.ListArray.from_arrays(offsets, structs, type=messages.type, mask=messages.is_null())
         idx = batch.schema.get_field_index("messages")
         return batch.set_column(idx, batch.schema.field(idx), rebuilt)
+
+
+def load_hash_list(path: str | Path) -> dict[str, str]:
+    """A hash list: a JSON object {key: sha256} or JSONL lines {"key": ..., "sha256": ...}.
+
+    Keys are `rehydrate_key`s (`taco/train/16131`, `lmsys-chat-1m/<conversation_id>`); values
+    `prompt_digest` of the restored text.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+        if text.lstrip().startswith("{") and "\n{" not in text.strip():
+            data = json.loads(text)
+            return {str(k): str(v) for k, v in data.items()}
+        out = {}
+        for line in text.splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                out[str(rec["key"])] = str(rec["sha256"])
+        return out
+    except (OSError, ValueError, KeyError, AttributeError) as exc:
+        raise SourceError(f"not a readable hash list ({type(exc).__name__}: {exc})", place=str(p),
+                          fix='write a JSON object {"taco/train/0": "<sha256>"} or JSONL {"key": ..., "sha256": ...}') from None
 
 
 def bundled_sources() -> tuple[dict[str, Path], Path]:

@@ -32,6 +32,8 @@ from posttrain.stage import REASONS, REASONS_TYPE, register_reason, with_reasons
 register_reason("source.bad_json", "error", "a JSONL line is not a JSON object")
 register_reason("source.bad_row", "error", "a row cannot be brought to the Nemotron schema")
 register_reason("source.unreadable", "error", "rows lost to corrupt data in the file")
+register_reason("source.bad_encoding", "error", "the row is not valid UTF-8 text (its raw bytes are kept, base64)")
+register_reason("source.missing_uuid", "error", "the row has no uuid (null or empty), so it cannot be keyed")
 
 __all__ = ["BadRow", "DataFile", "Fragment", "ReadLog", "Source", "SourceSpec", "open_source", "bad_rows_batch", "source_batches", "unit_limits"]
 
@@ -58,6 +60,8 @@ class Source:
         self.columns = columns
         self.fragments: list[Fragment] = list_fragments(files, format, unit_rows)
         self.read_log = ReadLog()
+        #: data files the repo holds but its card does not serve, with why (see sources.hub_layouts)
+        self.skipped: list[tuple[str, str]] = list(getattr(files, "skipped", []))
 
     @property
     def splits(self) -> list[str]:
@@ -99,7 +103,12 @@ class Source:
 
 
 def _add_empty_reasons(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """The `reasons` column of freshly read rows: empty, but `source.missing_uuid` where a uuid is null or ""."""
     empty = pa.array([[]] * batch.num_rows, type=REASONS_TYPE)
+    if "uuid" in batch.schema.names and batch.num_rows:
+        uuids = batch.column("uuid").to_pylist()
+        if not all(uuids):
+            empty = pa.array([[] if u else ["source.missing_uuid"] for u in uuids], type=REASONS_TYPE)
     return batch.append_column(pa.field(REASONS, REASONS_TYPE), empty)
 
 

@@ -17,13 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from posttrain.errors import SourceError
-from posttrain.schema import V1_SPLIT_FILE_PREFIX
+from posttrain.io.outdir import inside_owned_output
 
-#: File prefixes whose split name differs from the prefix (v1 stores tool_calling as `data/tool-*`).
-PREFIX_TO_SPLIT = {prefix: split for split, prefix in V1_SPLIT_FILE_PREFIX.items() if prefix != split}
+# The file-name rules live in `naming` (shared with `hub_layouts`); re-exported here for callers.
+from posttrain.io.sources.naming import DATA_SUFFIXES, PREFIX_TO_SPLIT, file_kind, split_from_filename  # noqa: F401
 
-DATA_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".json", ".json.gz")
-_SHARD_RE = re.compile(r"^(?P<prefix>.+?)(?:[-_]\d{5}(?:-of-\d{5})?)?$")
 _HUB_ID_RE = re.compile(r"^(?:hf://)?(?:datasets/)?(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<rev>[\w./-]+))?$")
 
 
@@ -36,40 +34,7 @@ class DataFile:
     kind: str  # "parquet" | "jsonl"
     size: int
     fs: Any = None  # an fsspec filesystem for remote files; None for local paths
-
-
-def file_kind(path: str) -> str | None:
-    """'parquet', 'jsonl' or None from a file name.
-
-    >>> file_kind("data/chat-00000-of-00001.parquet"), file_kind("x.jsonl.gz"), file_kind("notes.txt")
-    ('parquet', 'jsonl', None)
-    """
-    p = path.lower()
-    if p.endswith(".parquet"):
-        return "parquet"
-    if p.endswith((".jsonl", ".jsonl.gz", ".json", ".json.gz")):
-        return "jsonl"
-    return None
-
-
-def split_from_filename(path: str) -> str:
-    """The split a hub-layout file belongs to, from its name.
-
-    >>> split_from_filename("data/tool-00000-of-00001.parquet")
-    'tool_calling'
-    >>> split_from_filename("data/multilingual_ja-00003-of-00010.parquet")
-    'multilingual_ja'
-    >>> split_from_filename("code.jsonl.gz")
-    'code'
-    """
-    name = os.path.basename(path)
-    for suffix in DATA_SUFFIXES:
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    m = _SHARD_RE.match(name)
-    prefix = m.group("prefix") if m else name
-    return PREFIX_TO_SPLIT.get(prefix, prefix)
+    subset: str | None = None  # the card config (Llama-Nemotron: sft / rl) the split belongs to
 
 
 def parse_splits(split: Sequence[str] | str | None) -> list[str] | None:
@@ -94,6 +59,12 @@ def parse_hub_id(spec: str) -> tuple[str, str | None] | None:
     """
     if spec.startswith(("/", "./", "../", "~")) or os.path.exists(spec):
         return None
+    # `in/missing.parquet` is a local path that does not exist, not the repo `in`: a data file's name,
+    # or a first part that is a local folder, makes it local (and the error says the path is missing)
+    if not spec.startswith(("hf://", "datasets/")) and (
+        spec.lower().endswith(DATA_SUFFIXES) or os.path.isdir(spec.split("/", 1)[0])
+    ):
+        return None
     m = _HUB_ID_RE.match(spec)
     if not m:
         return None
@@ -101,23 +72,25 @@ def parse_hub_id(spec: str) -> tuple[str, str | None] | None:
 
 
 def _select_splits(files: list[DataFile], splits: list[str] | None, place: str) -> list[DataFile]:
-    if not splits:
-        return files
-    known = sorted({f.split for f in files})
-    unknown = [s for s in splits if s not in known]
+    from posttrain.io.sources.hub_layouts import DiscoveredFiles, select
+
+    found = files if isinstance(files, DiscoveredFiles) else DiscoveredFiles(files)
+    chosen, unknown, known = select(files, splits, found.aliases)
     if unknown:
         raise SourceError(
             f"unknown split {', '.join(map(repr, unknown))}",
             place=place,
             fix=f"choose from {', '.join(known)}",
         )
-    return [f for f in files if f.split in splits]
+    return found.with_files(chosen)
 
 
 def discover_local(spec: str, splits: list[str] | None = None) -> list[DataFile]:
     """Files of a local file, directory (hub layout or flat) or glob, sorted by path."""
     if any(ch in spec for ch in "*?["):
         paths = sorted(globlib.glob(os.path.expanduser(spec), recursive=True))
+        fixed = os.path.dirname(re.split(r"[*?\[]", os.path.expanduser(spec), maxsplit=1)[0]) or "."
+        paths = [q for q in paths if not inside_owned_output(q, fixed)]  # never read posttrain's outputs back
         if not paths:
             raise SourceError("the glob matches no file", place=spec, fix="check the pattern")
     else:
@@ -125,16 +98,8 @@ def discover_local(spec: str, splits: list[str] | None = None) -> list[DataFile]
         if not p.exists():
             raise SourceError("no such file or directory", place=spec, fix="check the path")
         if p.is_dir():
-            base = p / "data" if (p / "data").is_dir() else p
-            paths = sorted(str(q) for q in base.rglob("*") if q.is_file() and file_kind(str(q)))
-            if not paths:
-                raise SourceError(
-                    "the directory holds no parquet or JSONL file",
-                    place=spec,
-                    fix="point at a directory with data/<split>-*.parquet or *.jsonl files",
-                )
-        else:
-            paths = [str(p)]
+            return _discover_dir(p, spec, splits)
+        paths = [str(p)]
     files = []
     for path in paths:
         kind = file_kind(path)
@@ -144,6 +109,28 @@ def discover_local(spec: str, splits: list[str] | None = None) -> list[DataFile]
             )
         files.append(DataFile(path, split_from_filename(path), kind, os.path.getsize(path)))
     return _select_splits(files, splits, spec)
+
+
+def _discover_dir(root: Path, spec: str, splits: list[str] | None) -> list[DataFile]:
+    """A directory laid out like a hub repo (card configs, Llama-Nemotron, data/) or a flat folder of files."""
+    from posttrain.io.sources.hub_layouts import DiscoveredFiles, local_layout
+
+    layout = local_layout(root)
+    if not layout.files:
+        raise SourceError(
+            "the directory holds no parquet or JSONL file" + (" that the card's configs list" if layout.skipped else ""),
+            place=spec,
+            fix="point at a directory with data/<split>-*.parquet or *.jsonl files",
+        )
+    files = []
+    for f in layout.files:
+        path = str(root / f.path)
+        if inside_owned_output(path, root):  # a folder posttrain wrote under the source is never read back
+            continue
+        files.append(DataFile(path, f.split, file_kind(path) or "parquet", os.path.getsize(path), subset=f.subset))
+    found = DiscoveredFiles(files, skipped=layout.skipped, aliases=layout.aliases, kind=layout.kind,
+                           split_rows=layout.split_rows)  # fmt: skip
+    return _select_splits(found, splits, spec)
 
 
 def hub_filesystem(repo_id: str, revision: str | None = None, hub_mirror: str | Path | None = None):
@@ -170,13 +157,15 @@ def discover_hub(
     splits: list[str] | None = None,
     hub_mirror: str | Path | None = None,
 ) -> list[DataFile]:
-    """Files of a hub dataset (`data/<prefix>-*.parquet`), listed without downloading them."""
+    """Files of a hub dataset, listed without downloading them (the card's configs, see `hub_layouts`)."""
+    from posttrain.io.sources.hub_layouts import DiscoveredFiles, fs_layout
+
     fs, root = hub_filesystem(repo_id, revision, hub_mirror)
     place = f"hf://datasets/{repo_id}" if hub_mirror is None else str(hub_mirror)
     try:
-        # One listing of data/ (about a hundred names on the real repo) gives every split, so an
-        # unknown split can be answered with the list of known ones.
-        found = fs.glob(f"{root}/data/*")
+        # One recursive listing (about a thousand names on the real v1 repo) and the card give every
+        # split, so an unknown split can be answered with the list of known ones.
+        layout = fs_layout(fs, root)
     except Exception as exc:  # network / auth errors from the hub come in many types
         raise SourceError(
             f"cannot list the dataset files ({type(exc).__name__}: {exc})",
@@ -184,12 +173,12 @@ def discover_hub(
             fix="check the repo id, your network and HF_TOKEN for gated sets, or pass a local mirror",
         ) from exc
     files = []
-    for path in sorted(set(found)):
-        kind = file_kind(path)
-        if kind is None:
-            continue
+    for f in layout.files:
+        path = f"{root.rstrip('/')}/{f.path}"
         size = int(fs.info(path).get("size") or 0)
-        files.append(DataFile(path, split_from_filename(path), kind, size, fs))
+        files.append(DataFile(path, f.split, file_kind(path) or "parquet", size, fs, subset=f.subset))
     if not files:
         raise SourceError("no data/*.parquet or data/*.jsonl files found", place=place, fix="check the repo id")
-    return _select_splits(files, splits, place)
+    found = DiscoveredFiles(files, skipped=layout.skipped, aliases=layout.aliases, kind=layout.kind,
+                           split_rows=layout.split_rows)  # fmt: skip
+    return _select_splits(found, splits, place)

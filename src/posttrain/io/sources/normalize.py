@@ -6,6 +6,9 @@ Formats, detected from the columns (or forced with `format=`):
 - `nemotron-v2`: no `metadata`, no `tool_calls`, a leading system message kept as a message,
   generator possibly comma-joined (kept as is).
 - `llama-nemotron`: `input` (list of messages) + `output` (string), `system_prompt` "detailed thinking on/off".
+  RL rows (`RL/instruction_following/*.jsonl`) have `input` and `args` but no `output`: they are read
+  as prompts without a response (no assistant turn; `args` kept in `metadata`), which the structure
+  check marks `prompt.no_response` (a warning: loadable; `prepare` rejects them).
 - `llama-nemotron-text`: the older form whose `input` is one string with the Llama-3 chat template baked in.
 - `openai`: any table with an OpenAI-style `messages` column (and maybe `tools`).
 
@@ -45,7 +48,7 @@ def detect_row_format(row: dict[str, Any]) -> str:
     'nemotron-v1'
     """
     names = set(row)
-    if "messages" not in names and {"input", "output"} <= names:
+    if "messages" not in names and "input" in names:  # Llama-Nemotron; RL rows have no `output`
         kind = pa.string() if isinstance(row["input"], str) else pa.list_(pa.null())
         return detect_format(pa.schema([("input", kind), ("output", pa.string())]))
     return detect_format(pa.schema([(n, pa.null()) for n in names]))
@@ -67,7 +70,7 @@ def detect_format(schema: pa.Schema) -> str:
         if {"uuid", "category", "reasoning"} <= names:
             return "nemotron-v2"
         return "openai"
-    if {"input", "output"} <= names:
+    if "input" in names and ("output" in names or "args" in names):
         t = schema.field("input").type
         return "llama-nemotron-text" if pa.types.is_string(t) or pa.types.is_large_string(t) else "llama-nemotron"
     raise SourceError(
@@ -152,7 +155,7 @@ def _metadata(base: Any, extra: dict[str, Any]) -> str | None:
             return base
         try:
             obj = json.loads(base) if base else {}
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             obj = {"metadata_raw": base}
         if not isinstance(obj, dict):
             obj = {"metadata_raw": obj}
@@ -204,13 +207,15 @@ def _llama_row(row: dict[str, Any]) -> dict[str, Any]:
     inp, output = row.get("input"), row.get("output")
     if not isinstance(inp, list):
         raise RowError("'input' is not a list of messages")
-    if not isinstance(output, str):
+    prompt_only = "output" not in row  # an RL row: `input` and `args`, no `output` column at all
+    if not prompt_only and not isinstance(output, str):
         raise RowError("'output' is not a string")
     messages = [_message(m) for m in inp]
     system_prompt = row.get("system_prompt")
     if isinstance(system_prompt, str) and system_prompt and not system_prompt.startswith("detailed thinking"):
         messages.insert(0, {"role": "system", "content": system_prompt, "tool_calls": None})
-    messages.append({"role": "assistant", "content": output, "tool_calls": None})
+    if not prompt_only:
+        messages.append({"role": "assistant", "content": output, "tool_calls": None})
     return _llama_common(row, messages)
 
 
@@ -259,13 +264,14 @@ def parse_llama3_prompt(text: str) -> list[dict[str, Any]]:
 
 def _llama_text_row(row: dict[str, Any]) -> dict[str, Any]:
     inp, output = row.get("input"), row.get("output")
-    if not isinstance(inp, str) or not isinstance(output, str):
+    if not isinstance(inp, str) or not (isinstance(output, str) or "output" not in row):
         raise RowError("'input' and 'output' must be strings in the Llama-3 text form")
     messages = parse_llama3_prompt(inp)
     row = dict(row)
     if messages and messages[0]["role"] == "system" and (messages[0]["content"] or "").startswith("detailed thinking"):
         row.setdefault("system_prompt", messages.pop(0)["content"])
-    messages.append({"role": "assistant", "content": output.removesuffix("<|eot_id|>"), "tool_calls": None})
+    if "output" in row:
+        messages.append({"role": "assistant", "content": output.removesuffix("<|eot_id|>"), "tool_calls": None})
     return _llama_common(row, messages)
 
 
@@ -278,7 +284,7 @@ def _openai_row(row: dict[str, Any]) -> dict[str, Any]:
     if "tools" in extra and isinstance(extra["tools"], str):
         try:
             extra["tools"] = json.loads(extra["tools"])
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             pass
     last = next((m["content"] or "" for m in reversed(messages) if m["role"] == "assistant"), "")
     reasoning = row.get("reasoning") or ("on" if "<think>" in last and "<think></think>" not in last else "off")

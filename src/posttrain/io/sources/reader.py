@@ -7,9 +7,11 @@ Broken rows are reported with their place and the rest of the file is read.
 
 from __future__ import annotations
 
+import base64
 import gzip
 import io
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -153,6 +155,8 @@ def read_fragment(
     try:
         for batch in pf.iter_batches(batch_size=batch_size, row_groups=list(frag.row_groups or ()), columns=project):
             done += batch.num_rows
+            if not project:  # a string that is not UTF-8 is a reject with its bytes, never a crash or a guess
+                batch = _valid_utf8(batch, frag, log, offset=done - batch.num_rows)
             if project:
                 yield batch
             elif frag.format == "nemotron-v1":
@@ -183,7 +187,8 @@ def _lines(frag: Fragment) -> Iterator[tuple[int, str]]:
     raw = open(fh, "rb") if isinstance(fh, str) else fh
     try:
         stream = gzip.open(raw) if frag.path.endswith(".gz") else raw
-        text = io.TextIOWrapper(stream, encoding="utf-8", errors="replace")
+        # bytes that are not UTF-8 come through as lone surrogates, so the row is rejected with its raw bytes
+        text = io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape")
         for lineno, line in enumerate(text, start=1):
             if line.strip():
                 yield lineno, line
@@ -198,10 +203,22 @@ def _read_jsonl(frag: Fragment, batch_size: int, log: ReadLog) -> Iterator[pa.Re
     pending: list[dict] = []
     for lineno, line in _lines(frag):
         place = f"{frag.path}:{lineno}"
+        bad = _bad_encoding(line)
+        if bad is not None:
+            log.add(BadRow(place, "source.bad_encoding", bad, _raw_bytes(line), frag.split))
+            continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             log.add(BadRow(place, "source.bad_json", f"not JSON ({exc.msg} at column {exc.colno})", line[:RAW_SNIPPET_CHARS], frag.split))
+            continue
+        except (ValueError, RecursionError) as exc:  # nested too deep, an integer too long to convert
+            why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            log.add(BadRow(place, "source.bad_json", f"not readable JSON ({why})", line[:RAW_SNIPPET_CHARS], frag.split))
+            continue
+        if _ESCAPED_SURROGATE.search(line) and not _encodable(obj):
+            log.add(BadRow(place, "source.bad_encoding", "a \\u escape gives a lone surrogate, which is not text",
+                           _raw_bytes(line), frag.split))
             continue
         if not isinstance(obj, dict):
             log.add(BadRow(place, "source.bad_json", "the line is JSON but not an object", line[:RAW_SNIPPET_CHARS], frag.split))
@@ -221,6 +238,58 @@ def _read_jsonl(frag: Fragment, batch_size: int, log: ReadLog) -> Iterator[pa.Re
             pending = []
     if pending:
         yield fill_category(pa.RecordBatch.from_pylist(pending, schema=NEMOTRON_SCHEMA), frag.split)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _bad_encoding(line: str) -> str | None:
+    """Why a line read with `surrogateescape` is not UTF-8, or None when it is."""
+    m = _SURROGATE.search(line)
+    if m is None:
+        return None
+    byte = ord(m.group()) - 0xDC00
+    return (f"not valid UTF-8 (byte 0x{byte:02x} at character {m.start() + 1}); "
+            "the line's bytes are kept base64-encoded in source_error.raw")
+
+
+def _raw_bytes(line: str) -> str:
+    """The line exactly as it was in the file, base64 (nothing is lost, nothing is replaced)."""
+    return base64.b64encode(line.encode("utf-8", "surrogateescape")).decode("ascii")
+
+
+def _valid_utf8(batch: pa.RecordBatch, frag: Fragment, log: ReadLog, offset: int) -> pa.RecordBatch:
+    """`batch` without its rows whose strings are not UTF-8; each goes to `log` as `source.bad_encoding`
+    with the row's exact bytes (Arrow IPC, base64) kept."""
+    try:
+        batch.validate(full=True)
+        return batch
+    except pa.ArrowInvalid:
+        pass
+    keep = []
+    for i in range(batch.num_rows):
+        row = batch.slice(i, 1)
+        try:
+            row.validate(full=True)
+            keep.append(i)
+        except pa.ArrowInvalid as exc:
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, row.schema) as w:
+                w.write_batch(row)
+            raw = base64.b64encode(sink.getvalue().to_pybytes()).decode("ascii")
+            log.add(BadRow(f"{frag.place} row {offset + i}", "source.bad_encoding",
+                           f"not valid UTF-8 ({exc}); the row's bytes are kept (Arrow IPC, base64) in source_error.raw",
+                           raw, frag.split))
+    return batch.take(pa.array(keep, pa.int64()))
+
+
+def _encodable(obj: object) -> bool:
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def prefetch(batches: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[pa.RecordBatch]:

@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 
 from posttrain.io.sources import SourceSpec
 from posttrain.io.spool import UnitWriter
+from posttrain.jobs.prepare.uuids import duplicate_marker
 from posttrain.schema import NEMOTRON_SCHEMA
 from posttrain.stage import REASONS, REASONS_TYPE, Stage, rejected_mask, severity_of, with_reasons
 
@@ -45,16 +46,20 @@ class UnitPlan:
     unit_limits: list[int | None] = field(default_factory=list)
     severity: dict[str, str] = field(default_factory=dict)
     batch_size: int = 512
+    duplicate_uuids: dict[int, dict[str, bool]] = field(default_factory=dict)  # set by jobs.prepare.uuids
+    # names this run's listing of the source in a process's cache: another run in the same process
+    # (files changed since, or another source whose spec object got the same id) never reuses it
+    run_token: str = field(default_factory=lambda: os.urandom(8).hex())
 
     def __call__(self, index: int) -> dict[str, Any]:
         return process_unit(self, index)
 
 
-_SOURCE_CACHE: dict[int, Any] = {}
+_SOURCE_CACHE: dict[str, Any] = {}
 
 
 def _source_for(plan: UnitPlan):
-    key = id(plan.source)
+    key = plan.run_token
     if key not in _SOURCE_CACHE:
         _SOURCE_CACHE.clear()
         _SOURCE_CACHE[key] = plan.source.open()
@@ -90,10 +95,13 @@ def process_unit(plan: UnitPlan, index: int) -> dict[str, Any]:
     frag = src.fragments[index]
     limit = plan.unit_limits[index] if plan.unit_limits else None
     writer = UnitWriter(plan.work, index)
+    take_render_counts = getattr(plan.render_stage, "take_counts", dict)
+    take_render_counts()  # counts start with this unit (a failed earlier attempt left its own)
     counts = {"rows_in": 0, "rejected": 0, "docs": 0, "tokens": 0, "trained_tokens": 0}
     reasons: Counter = Counter()
     first_reasons: Counter = Counter()
     rows_in_by_split: Counter = Counter()
+    dups = duplicate_marker(plan, index)
     try:
         for batch in src.iter_fragment(frag, plan.batch_size, with_reasons=True):
             if limit is not None:
@@ -104,6 +112,8 @@ def process_unit(plan: UnitPlan, index: int) -> dict[str, Any]:
             rows_in_by_split.update(batch.column("category").to_pylist())
             for stage in plan.row_stages:
                 batch = stage.process(batch)
+            if dups is not None:  # later rows of a uuid an earlier row has (see jobs.prepare.uuids)
+                batch = dups(batch)
             _count_reasons(batch, reasons)
             bad = rejected_mask(batch, plan.severity)
             if bad.any():
@@ -124,6 +134,7 @@ def process_unit(plan: UnitPlan, index: int) -> dict[str, Any]:
             "rows_in_by_split": dict(sorted(rows_in_by_split.items(), key=lambda kv: str(kv[0]))),
             "reasons": dict(sorted(reasons.items())),
             "rejected_by_reason": dict(sorted(first_reasons.items())),
+            "render": take_render_counts(),  # reasoning-off cases and rows losing content (render stage)
         }
         writer.commit(result)
         return result
@@ -185,7 +196,7 @@ def _process_tokenized(
         return
     writer.write("kept", _kept_rows(rows))  # the rows behind the documents, for the reduce phase
     has_part = "part" in toks.schema.names
-    writer.write_docs(toks.select(list(DOC_COLUMNS) + (["part"] if has_part else [])))
+    writer.write_docs(toks.select(list(DOC_COLUMNS) + (["part"] if has_part else [])), id_bytes=_spool_id_bytes(plan))
     n_tok = pc.list_value_length(toks.column("input_ids")).to_numpy(zero_copy_only=False).astype(np.int64)
     n_train = pc.sum(pc.list_flatten(toks.column("loss_mask")).cast(pa.int64())).as_py() or 0
     counts["docs"] += toks.num_rows
@@ -201,6 +212,14 @@ def _process_tokenized(
     for stage in plan.index_stages:
         cols.update(stage.index_columns(rows, toks))
     writer.write("index", pa.RecordBatch.from_pydict(cols))
+
+
+def _spool_id_bytes(plan: UnitPlan) -> int:
+    """Bytes a token id takes in the spool: the narrowest width the tokenizer's vocabulary allows."""
+    from posttrain.io.spool_codec import id_width
+
+    tokenizer = getattr(plan.tokenize_stage, "tokenizer", None)
+    return id_width(getattr(tokenizer, "vocab_size", None))
 
 
 def _only_new_reasons(fixed: pa.RecordBatch, rows: pa.RecordBatch) -> pa.RecordBatch:

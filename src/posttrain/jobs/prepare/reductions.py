@@ -1,6 +1,6 @@
 """What prepare's reduce steps decide, and where the rows they drop are written.
 
-A reduce step (dedup, mixing) returns a `Reduction`: a mask over the run's `DocIndex` of the
+A reduce step (dedup, mixing) returns a `Reduction`: a mask over the run's `RunIndex` of the
 documents that go and the reason code; `collect_rejects` writes one row per dropped input row into
 `OUT/rejects/reduce.parquet` and copies the map phase's per-unit reject files beside it.
 """
@@ -17,8 +17,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from posttrain.io.spool import read_parquet, unit_dir
-from posttrain.jobs.prepare.doc_index import DocIndex
+from posttrain.io.outdir import remove_owned
+from posttrain.io.spool import unit_dir
+from posttrain.jobs.prepare.run_index import RunIndex
 
 REDUCE_REJECT_SCHEMA = pa.schema(
     [("uuid", pa.string()), ("category", pa.string()), ("reasons", pa.list_(pa.string())), ("detail", pa.string())]
@@ -27,9 +28,9 @@ REDUCE_REJECT_SCHEMA = pa.schema(
 
 @dataclass
 class Reduction:
-    """What a reduce step decided: which documents (positions in the DocIndex) go, and why."""
+    """What a reduce step decided: which documents (positions in the RunIndex) go, and why."""
 
-    drop: np.ndarray  # bool mask over the DocIndex
+    drop: np.ndarray  # bool mask over the RunIndex
     reason: str
     detail: list[str] | None = None  # per dropped document, e.g. the twin it duplicates
     report: dict[str, Any] | None = None
@@ -38,11 +39,11 @@ class Reduction:
 
 
 
-def collect_rejects(work: Path, units: list[int], reductions: list[Reduction], index: DocIndex, out: Path) -> Counter:
+def collect_rejects(work: Path, units: list[int], reductions: list[Reduction], index: RunIndex, out: Path) -> Counter:
     """Copy the units' reject files into `out/rejects/` and write the reduce-phase rejects."""
     rej_dir = out / "rejects"
     if rej_dir.exists():
-        shutil.rmtree(rej_dir)
+        remove_owned(rej_dir)  # the run's claim on OUT proved every file there is posttrain's
     rej_dir.mkdir(parents=True)
     for u in units:
         src = unit_dir(work, u) / "rejects.parquet"
@@ -50,28 +51,18 @@ def collect_rejects(work: Path, units: list[int], reductions: list[Reduction], i
             shutil.copyfile(src, rej_dir / f"rows-{u:06d}.parquet")
     counts: Counter = Counter()
     rows: dict[str, list] = {"uuid": [], "category": [], "reasons": [], "detail": []}
-    categories = _categories(work, units)
     for red in reductions:
         seen: set[str] = set()
         for k, i in enumerate(np.flatnonzero(red.drop)):
-            u = str(index.uuid[i])
+            u = index.uuid_at(i)  # names are read back only for the dropped documents
             if u in seen:  # several documents of one split row: the row is listed once
                 continue
             seen.add(u)
             rows["uuid"].append(u)
-            rows["category"].append(categories[i])
+            rows["category"].append(index.category_at(i))
             rows["reasons"].append([red.reason])
             rows["detail"].append(red.detail[k] if red.detail else None)
         counts[red.reason] += len(seen)
     if rows["uuid"]:
         pq.write_table(pa.Table.from_pydict(rows, schema=REDUCE_REJECT_SCHEMA), rej_dir / "reduce.parquet")
     return counts
-
-
-def _categories(work: Path, units: list[int]) -> list[str]:
-    cats: list[str] = []
-    for u in units:
-        t = read_parquet(work, u, "index", ["category"])
-        if t is not None:
-            cats.extend(t.column("category").to_pylist())
-    return cats

@@ -3,28 +3,30 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from posttrain.config import Recipe
 from posttrain.errors import RecipeError
+from posttrain.io.outdir import owns_output, remove_owned
 from posttrain.io.shards import file_sha256
 from posttrain.io.sources import SourceSpec, unit_limits
-from posttrain.io.spool import is_done, read_result, unit_dir
+from posttrain.io.spool import is_done, read_result, unit_dir, write_atomic
+from posttrain.io.tokenizer import resolve_tokenizer_dir
+from posttrain.io.tokenizer_fingerprint import tokenizer_fingerprint
+from posttrain.jobs.passes import Passes
 from posttrain.jobs.prepare.card import write_card
-from posttrain.jobs.prepare.dedup_step import dedup_reductions
-from posttrain.jobs.prepare.doc_index import DocIndex
 from posttrain.jobs.prepare.map_unit import UnitPlan
-from posttrain.jobs.prepare.pack_step import write_packed_shards
+from posttrain.jobs.prepare.phases import reduce_and_pack, remove_reduce_work
 from posttrain.jobs.prepare.reductions import Reduction, collect_rejects
+from posttrain.jobs.prepare.uuids import redo_duplicates
 from posttrain.progress import OnProgress, reporter
-from posttrain.runner.units import WORK_DIR, open_work, run_units
+from posttrain.runner.inputs import inputs_changed
+from posttrain.runner.session import open_engine
+from posttrain.runner.units import WORK_DIR, open_work
 from posttrain.stage import Stage
 
 
@@ -47,7 +49,9 @@ def build_row_stages(recipe: Recipe, source_is_sample: bool) -> tuple[list[Stage
                 fix="set rehydrate.code_sources / rehydrate.chat_source, or rehydrate.enabled: off",
             )
         stages.append(
-            RestorePrompts(code, chat, keep_unrecoverable=rh.keep_unrecoverable, hub_mirror=recipe.source.hub_mirror)
+            RestorePrompts(code, chat, keep_unrecoverable=rh.keep_unrecoverable, hub_mirror=recipe.source.hub_mirror,
+                           codeforces_examples=rh.codeforces_examples, expected_rows=rh.expected_rows,
+                           check_rows=rh.check_rows, verify_hashes=rh.verify_hashes)  # fmt: skip
         )
         restored = True
     if recipe.validate_.enabled:
@@ -67,8 +71,11 @@ def build_row_stages(recipe: Recipe, source_is_sample: bool) -> tuple[list[Stage
         from posttrain.stages.decontaminate import DecontaminateStage, NgramIndex
 
         cfg = recipe.decontaminate
-        items = load_benchmarks(",".join(cfg.benchmarks))
+        items = load_benchmarks(",".join(cfg.benchmarks), files=cfg.benchmark_files)
         stages.append(DecontaminateStage(NgramIndex.build(items, cfg.ngram), cfg.min_overlap, cfg.include_responses))
+        from posttrain.io.benchmarks import benchmark_coverage
+
+        stages[-1].coverage = benchmark_coverage(items)  # items loaded / in each benchmark, for the manifest
         severity.update(cfg.severity_overrides())
     return stages, severity
 
@@ -97,6 +104,7 @@ def make_plan(recipe: Recipe, work: Path) -> tuple[UnitPlan, Any]:
     return plan, src
 
 
+@owns_output("prepare", out=lambda a: a["recipe"].output.dir, inputs=lambda a: _inputs(a["recipe"]), fresh=False)
 def run_prepare(
     recipe: Recipe,
     *,
@@ -114,10 +122,18 @@ def run_prepare(
     t0 = time.perf_counter()
     work = open_work(out / WORK_DIR, recipe.hash(), settings=recipe.to_dict(), mismatch="refuse", place=str(out))
     finished = finished_manifest(out, recipe.hash())
+    src_spec = SourceSpec(recipe.source.path, recipe.source.splits, recipe.source.format, recipe.source.hub_mirror,
+                          recipe.source.unit_rows)  # fmt: skip
+    changed = inputs_changed(work, src_spec, every_fragment=recipe.source.limit is None)
+    if finished is not None and changed:
+        say("the source changed since this output was made: its changed work units are redone")
+        finished = None
     if finished is not None:
         say("the output is complete for this recipe (shards verified); nothing to do")
         return finished
     (out / "manifest.json").unlink(missing_ok=True)  # written last: its presence means complete
+    if changed:
+        remove_reduce_work(work)  # reduce records made from map units that are about to be redone
     plan, src = make_plan(recipe, work)
     units = [i for i, lim in enumerate(plan.unit_limits) if lim is None or lim > 0]
     for u in units:  # units whose spool was pruned after an earlier run must be redone to pack again
@@ -125,49 +141,29 @@ def run_prepare(
             shutil.rmtree(unit_dir(work, u))
     total = sum(lim if lim is not None else (f.num_rows or 0) for lim, f in zip(plan.unit_limits, src.fragments, strict=True))
     report("map", total=total)
-
-    def on_unit(result: dict) -> None:
-        report("map", advance=result["rows_in"], tokens=result["tokens"])
-    t_map = time.perf_counter()
     eng = recipe.engine
-    results = run_units(
-        plan, units, work, key=recipe.hash(), engine=eng.name, workers=eng.workers, address=eng.address,
-        retries=eng.retries, on_result=on_unit,
-    )
-    t_map = time.perf_counter() - t_map
-
-    t_reduce = time.perf_counter()
-    index = DocIndex.load(work, units)
-    reductions: list[Reduction] = []
-    alive = np.ones(index.length.size, dtype=bool)
-    if recipe.dedup is not None and (recipe.dedup.exact or recipe.dedup.near or recipe.dedup.max_responses_per_prompt):
-        say("deduplicating (exact + near) over the kept rows")
-        for red in dedup_reductions(work, units, index, recipe.dedup, alive):
-            reductions.append(red)
-            alive &= ~red.drop
-    pack_index = index.subset(alive)
-    mixture: list[dict] | None = None
-    if recipe.select is not None and recipe.select.mix is not None:
-        from posttrain.jobs.prepare.mix_step import mix_copies, repeat_index
-
-        say("mixing: drawing rows by hash(seed, uuid) to the recipe's weights and quotas")
-        copies, red, mixture = mix_copies(work, units, index, alive, recipe.select)
-        if red is not None:
-            reductions.append(red)
-            alive &= ~red.drop
-        pack_index = repeat_index(index.subset(alive), copies[alive])
-    t_reduce = time.perf_counter() - t_reduce
-
-    t_pack = time.perf_counter()
-    shard_dir = out / "shards"
-    if shard_dir.exists():
-        shutil.rmtree(shard_dir)
-    threads = min(os.cpu_count() or 2, 4)
-    shards, stats = write_packed_shards(work, shard_dir, pack_index, recipe.pack, recipe.seed, threads)
-    t_pack = time.perf_counter() - t_pack
+    with open_engine(eng.name, eng.workers, eng.address, eng.retries) as engine:
+        passes = Passes(engine, report)  # one engine for every phase: a pool or Ray starts once
+        t_map = time.perf_counter()
+        results = passes.run("map", plan, units, work, phase="map", key=recipe.hash(), fresh=False,
+                             rows="rows_in", tokens="tokens")
+        if redo_duplicates(plan, work, units, say):  # later rows of a uuid: rejected (jobs.prepare.uuids)
+            remove_reduce_work(work)
+            results = passes.run("map", plan, units, work, phase="map", key=recipe.hash(), fresh=False,
+                                 rows="rows_in", tokens="tokens")
+        t_map = time.perf_counter() - t_map
+        shard_dir = out / "shards"
+        if shard_dir.exists():
+            remove_owned(shard_dir)  # this run's claim on OUT proved every file there is posttrain's
+        kept_rows = sum(r["rows_in"] - r["rejected"] for r in results)
+        reduced = reduce_and_pack(recipe, work, units, passes, shard_dir, kept_rows, say)
+    index, alive, reductions, mixture = reduced.index, reduced.alive, reduced.reductions, reduced.mixture
+    shards, stats = reduced.shards, reduced.stats
+    t_reduce, t_pack = reduced.seconds["reduce"], reduced.seconds["pack"]
 
     reduce_counts = collect_rejects(work, units, reductions, index, out)
     manifest = build_manifest(recipe, src, results, reduce_counts, index, alive, shards, stats, reductions)
+    manifest.update(stage_reports(plan.row_stages))
     if mixture is not None:
         manifest["mixture"] = mixture
     manifest["run"] = {
@@ -179,13 +175,38 @@ def run_prepare(
             "pack": round(t_pack, 3),
             "total": round(time.perf_counter() - t0, 3),
         },
+        # per pass, the seconds its units took on the engine; what the run spent beyond them ran on
+        # the driver alone (its serial part)
+        "phase_seconds": {k: round(v, 3) for k, v in passes.seconds.items()},
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    manifest["run"]["seconds"]["driver"] = round(manifest["run"]["seconds"]["total"] - passes.engine_seconds, 3)
+    write_atomic(out / "manifest.json", json.dumps(manifest, indent=2, sort_keys=False) + "\n")
     write_card(out / "README.md", manifest)
     if not recipe.output.keep_work:
         for u in units:
             (unit_dir(work, u) / "docs.arrow").unlink(missing_ok=True)
+        remove_reduce_work(work)  # the reduce and pack passes' files (dedup records, shingles, plan)
     return manifest
+
+
+def _inputs(recipe: Recipe) -> list[Any]:
+    """What a recipe reads, for the output folder's overlap check (hub ids are not local paths)."""
+    rh = recipe.rehydrate
+    return [recipe.source.path, recipe.source.hub_mirror, rh.code_sources, rh.chat_source]
+
+
+def stage_reports(stages: list[Stage]) -> dict[str, Any]:
+    """What the row stages know about their inputs: restoration sources (revision, rows and key per
+    split) and benchmark coverage (items loaded of items in each benchmark, warnings when partial)."""
+    out: dict[str, Any] = {}
+    for stage in stages:
+        if getattr(stage, "sources", None) is not None and stage.name == "rehydrate":
+            out["rehydrate"] = {"sources": stage.sources}
+        if getattr(stage, "coverage", None) is not None:
+            from posttrain.io.benchmarks import coverage_warnings
+
+            out["decontaminate"] = {"coverage": stage.coverage, "warnings": coverage_warnings(stage.coverage)}
+    return out
 
 
 def finished_manifest(out: Path, recipe_hash: str) -> dict[str, Any] | None:
@@ -211,7 +232,7 @@ def build_manifest(recipe, src, results, reduce_counts, index, alive, shards, st
     rejected_map = sum(r["rejected"] for r in results)
     rejected_reduce = int(sum(reduce_counts.values()))  # rows, each listed once in rejects/reduce.parquet
     # Documents are rows, or parts of rows when tokenize.overflow == "split": count rows by uuid.
-    out_rows = len(set(index.uuid[alive].tolist()))
+    out_rows = index.distinct_rows(alive)
     by_reason: Counter = Counter()
     by_split_reason: dict[str, Counter] = {}
     rows_in_by_split: Counter = Counter()
@@ -228,11 +249,14 @@ def build_manifest(recipe, src, results, reduce_counts, index, alive, shards, st
         "posttrain": _version(),
         "recipe_hash": recipe.hash(),
         "recipe": recipe.to_dict(),
+        # which token ids these are: a trainer refuses shards whose tokenizer is not its model's
+        "tokenizer": tokenizer_fingerprint(resolve_tokenizer_dir(recipe.tokenize.tokenizer)),
         # the recipe's own spelling: an absolute checkout path would make manifests differ across machines
         "source": {
             "spec": recipe.source.path or "bundled sample",
             "splits": src.splits,
             "fragments": len(src.fragments),
+            **({"skipped": [{"path": p, "why": why} for p, why in src.skipped]} if getattr(src, "skipped", None) else {}),
         },
         "rows": {
             "in": rows_in,
@@ -252,12 +276,22 @@ def build_manifest(recipe, src, results, reduce_counts, index, alive, shards, st
         },
         "shards": [s.to_dict() for s in shards],
         "reduce": {r.reason: r.report for r in reductions if r.report},
+        "render": _render_counts(results),
     }
     if rows_in != out_rows + manifest["rows"]["rejected"]:
         raise AssertionError(
             f"rows do not add up: in {rows_in} != out {out_rows} + rejected {manifest['rows']['rejected']}"
         )
     return manifest
+
+
+def _render_counts(results: list[dict]) -> dict[str, Any]:
+    """Reasoning-off turns by how they were rendered (see stages/render/prefill.py), rows losing content."""
+    c: Counter = Counter()
+    for r in results:
+        c.update(r.get("render", {}))
+    off = {"rows": c["off.row"], **{k: c[f"off.{k}"] for k in ("prefilled", "normalized", "direct", "with_trace", "as_data")}}
+    return {"reasoning_off": off, "lost_content": c["lost_content"]}
 
 
 def _rejected_by_reason(results: list[dict], reductions: list[Reduction]) -> Counter:

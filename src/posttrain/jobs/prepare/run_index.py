@@ -66,7 +66,8 @@ class RunIndex:
         return int(np.unique(self.ukey[mask]).size)
 
     def _unit_names(self, u: int) -> tuple[list[str], list[str]]:
-        if u not in self._names:
+        if u not in self._names:  # one unit at a time: callers walk the index in unit order
+            self._names.clear()
             t = read_parquet(self.work, u, "index", ["uuid", "category"])
             self._names[u] = (t.column("uuid").to_pylist(), t.column("category").to_pylist()) if t else ([], [])
         return self._names[u]

@@ -287,6 +287,6 @@ def _invalid_json(col: pa.Array) -> np.ndarray:
             continue
         try:
             json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             out[i] = True
     return out

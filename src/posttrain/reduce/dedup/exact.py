@@ -79,6 +79,26 @@ def group_ranks(records: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return s, np.arange(n) - starts[group]
 
 
+def _key_records(batch: pa.RecordBatch, scope: str, start: int, rank: np.ndarray, err: np.ndarray) -> np.ndarray:
+    hi, lo = hash128(exact_key_text(batch, scope))
+    rec = np.empty(batch.num_rows, dtype=KEY_RECORD)
+    rec["hi"], rec["lo"], rec["rank"], rec["err"] = hi, lo, rank, err
+    rec["row"] = np.arange(start, start + batch.num_rows, dtype=np.int64)
+    return rec
+
+
+def exact_records(
+    batch: pa.RecordBatch, config: DedupConfig, start: int
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The records pass 1 collects for `batch` (rows numbered from `start`): (exact key, prompt quota),
+    each None when its policy is off. Per row only, so any split of the stream gives the same records."""
+    rank = rank_hash(batch.column("uuid"), config.seed)
+    err = error_flags(batch) if config.prefer_clean else np.zeros(batch.num_rows, np.uint8)
+    key = _key_records(batch, config.exact_key, start, rank, err) if config.exact else None
+    prompt = _key_records(batch, "prompt", start, rank, err) if config.max_responses_per_prompt else None
+    return key, prompt
+
+
 class Decisions:
     """Per removed row: the code (index into CODES) and the twin row it was removed for, sorted by row.
 
@@ -152,22 +172,14 @@ class ExactDedup(Stage):
         self._marked = 0
         self.finished = False
 
-    def _records(self, batch: pa.RecordBatch, scope: str, start: int, rank: np.ndarray, err: np.ndarray):
-        hi, lo = hash128(exact_key_text(batch, scope))
-        rec = np.empty(batch.num_rows, dtype=KEY_RECORD)
-        rec["hi"], rec["lo"], rec["rank"], rec["err"] = hi, lo, rank, err
-        rec["row"] = np.arange(start, start + batch.num_rows, dtype=np.int64)
-        return rec
-
     def observe(self, batch: pa.RecordBatch) -> None:
         """Pass 1: collect one key record per row (per policy)."""
         start, self._observed = self._observed, self._observed + batch.num_rows
-        rank = rank_hash(batch.column("uuid"), self.config.seed)
-        err = error_flags(batch) if self.config.prefer_clean else np.zeros(batch.num_rows, np.uint8)
-        if self.config.exact:
-            self._key.add(self._records(batch, self.config.exact_key, start, rank, err))
-        if self.config.max_responses_per_prompt:
-            self._prompt.add(self._records(batch, "prompt", start, rank, err))
+        key, prompt = exact_records(batch, self.config, start)
+        if key is not None:
+            self._key.add(key)
+        if prompt is not None:
+            self._prompt.add(prompt)
 
     def finish(self) -> Decisions:
         """Decide, partition by partition, which rows are removed and for which twin."""

@@ -146,7 +146,7 @@ def source_key(metadata: str | None, uuid: str | None) -> str:
     """
     try:
         meta = json.loads(metadata) if metadata else {}
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         meta = {}
     if isinstance(meta, dict):
         if meta.get("conversation_id") not in (None, ""):

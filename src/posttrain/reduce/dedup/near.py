@@ -119,6 +119,80 @@ def _bucket_pairs(recs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return np.concatenate(ii).astype(np.int64), np.concatenate(jj).astype(np.int64), s
 
 
+def near_records(
+    batch: pa.RecordBatch, config: DedupConfig, bands: int, rows: int, start: int
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """What pass 1 keeps of `batch` (rows numbered from `start`): the band records of the rows that
+    have shingles (None when none has), and every row's sorted shingle hashes (flat, offsets from 0).
+
+    Per row only, so any split of the stream into batches or work units gives the same records.
+    """
+    text = normalize_for_shingles(turn_text(batch, config.near_field, roles=False))
+    flat, offsets = shingle_hashes(text, config.shingle, config.ngram)
+    has = np.diff(offsets) > 0
+    if not has.any():
+        return None, flat, offsets
+    sig = minhash_matrix(flat, offsets, config.num_perm, config.seed)
+    bh = band_hashes(sig[has], bands, rows)
+    idx = np.flatnonzero(has)
+    rank = rank_hash(batch.column("uuid").take(pa.array(idx)), config.seed)
+    err = error_flags(batch)[idx] if config.prefer_clean else np.zeros(len(idx), np.uint8)
+    if config.near_field == "prompt":
+        same = pc.cast(text.take(pa.array(idx)), pa.large_binary()).to_pylist()
+        text_h = np.fromiter((xxhash.xxh3_64_intdigest(t) for t in same), np.uint64, len(idx))
+    else:
+        text_h = rank  # every row is its own node: identical conversations are exact dedup's job
+    rec = np.empty((len(idx), bands), dtype=BAND_RECORD)
+    rec["h"] = bh
+    rec["band"] = np.arange(bands, dtype=np.uint16)[None, :]
+    rec["err"] = err[:, None]
+    rec["rank"] = rank[:, None]
+    rec["text"] = text_h[:, None]
+    rec["row"] = (idx + start)[:, None]
+    return rec.reshape(-1), flat, offsets
+
+
+def cluster_components(
+    good: np.ndarray,
+    nodes: np.ndarray,
+    node_err: np.ndarray,
+    node_rank: np.ndarray,
+    jac: Callable[[int, int], float] | None,
+) -> Clusters:
+    """Connected components of the verified pairs `good` (n x 2 rows); each keeps its best member
+    (no error reasons first, then smallest rank, then row) as representative. `nodes` (sorted) with
+    `node_err` / `node_rank` describe every row of `good`. `jac` gives each member's similarity to
+    its representative (None: not computed, NaN)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    if len(good) == 0:  # candidates but none verified: no cluster
+        return Clusters(*(np.zeros(0, t) for t in (np.int64, np.int64, np.uint64, np.float32, bool)))
+    members = np.unique(good.reshape(-1))
+    ia = np.searchsorted(members, good[:, 0])
+    ib = np.searchsorted(members, good[:, 1])
+    graph = coo_matrix((np.ones(len(good), np.int8), (ia, ib)), shape=(len(members), len(members)))
+    _, label = connected_components(graph, directed=False)
+    at = np.searchsorted(nodes, members)
+    err, rank = node_err[at], node_rank[at]
+    order = np.lexsort((members, rank, err, label))
+    first_of = np.ones(len(order), bool)
+    first_of[1:] = label[order][1:] != label[order][:-1]
+    rep_by_label = np.empty(label.max() + 1, np.int64)
+    rep_by_label[label[order][first_of]] = order[first_of]
+    rep_idx = rep_by_label[label]
+    rep_rows = members[rep_idx]
+    if jac is None:
+        sim = np.full(len(members), np.nan, np.float32)
+    else:
+        sim = np.fromiter(
+            (1.0 if a == b else jac(a, b) for a, b in zip(members.tolist(), rep_rows.tolist(), strict=True)),
+            np.float32,
+            len(members),
+        )
+    return Clusters(members, rep_rows, rank[rep_idx], sim, members != rep_rows)
+
+
 class NearDedup(Stage):
     """Marks near duplicates (`dedup.near`) of a cluster representative."""
 
@@ -148,34 +222,14 @@ class NearDedup(Stage):
         """Pass 1: signatures -> band records (spilled), shingles -> disk."""
         n = batch.num_rows
         start, self._observed = self._observed, self._observed + n
-        text = normalize_for_shingles(turn_text(batch, self.config.near_field, roles=False))
-        flat, offsets = shingle_hashes(text, self.config.shingle, self.config.ngram)
+        rec, flat, offsets = near_records(batch, self.config, self.bands, self.rows, start)
         with open(self._shingles_path, "ab") as f:
             flat.astype(np.uint64).tofile(f)
         with open(self._offsets_path, "ab") as f:
             (offsets[1:] + self._shingles_written).astype(np.int64).tofile(f)
         self._shingles_written += len(flat)
-        has = np.diff(offsets) > 0
-        if not has.any():
-            return
-        sig = minhash_matrix(flat, offsets, self.config.num_perm, self.config.seed)
-        bh = band_hashes(sig[has], self.bands, self.rows)
-        idx = np.flatnonzero(has)
-        rank = rank_hash(batch.column("uuid").take(pa.array(idx)), self.config.seed)
-        err = error_flags(batch)[idx] if self.config.prefer_clean else np.zeros(len(idx), np.uint8)
-        if self.config.near_field == "prompt":
-            same = pc.cast(text.take(pa.array(idx)), pa.large_binary()).to_pylist()
-            text_h = np.fromiter((xxhash.xxh3_64_intdigest(t) for t in same), np.uint64, len(idx))
-        else:
-            text_h = rank  # every row is its own node: identical conversations are exact dedup's job
-        rec = np.empty((len(idx), self.bands), dtype=BAND_RECORD)
-        rec["h"] = bh
-        rec["band"] = np.arange(self.bands, dtype=np.uint16)[None, :]
-        rec["err"] = err[:, None]
-        rec["rank"] = rank[:, None]
-        rec["text"] = text_h[:, None]
-        rec["row"] = (idx + start)[:, None]
-        self._bands.add(rec.reshape(-1))
+        if rec is not None:
+            self._bands.add(rec)
 
     def _shingle_reader(self) -> Callable[[int], np.ndarray]:
         """Row -> its sorted shingles, read from disk with pread (not mmap: mapped pages of a file
@@ -243,29 +297,7 @@ class NearDedup(Stage):
         return clusters
 
     def _components(self, good, nodes, node_err, node_rank, jac) -> Clusters:
-        from scipy.sparse import coo_matrix
-        from scipy.sparse.csgraph import connected_components
-
-        members = np.unique(good.reshape(-1))
-        ia = np.searchsorted(members, good[:, 0])
-        ib = np.searchsorted(members, good[:, 1])
-        graph = coo_matrix((np.ones(len(good), np.int8), (ia, ib)), shape=(len(members), len(members)))
-        _, label = connected_components(graph, directed=False)
-        at = np.searchsorted(nodes, members)
-        err, rank = node_err[at], node_rank[at]
-        order = np.lexsort((members, rank, err, label))
-        first_of = np.ones(len(order), bool)
-        first_of[1:] = label[order][1:] != label[order][:-1]
-        rep_by_label = np.empty(label.max() + 1, np.int64)
-        rep_by_label[label[order][first_of]] = order[first_of]
-        rep_idx = rep_by_label[label]
-        rep_rows = members[rep_idx]
-        sim = np.fromiter(
-            (1.0 if a == b else jac(a, b) for a, b in zip(members.tolist(), rep_rows.tolist(), strict=True)),
-            np.float32,
-            len(members),
-        )
-        return Clusters(members, rep_rows, rank[rep_idx], sim, members != rep_rows)
+        return cluster_components(good, nodes, node_err, node_rank, jac)
 
     def _expand_identical(self, clusters: Clusters) -> None:
         """Rows collapsed onto an identical-text clustered row join its cluster with its similarity."""

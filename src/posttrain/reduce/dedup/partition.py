@@ -2,8 +2,9 @@
 
 `ExactDedup` / `NearDedup` see the whole stream in one process. Here the same records
 (`exact_records`, `near_records`: per row, so any split of the stream gives the same ones) are made
-per work unit, each on its own worker, and written grouped by hash partition; then each partition
-is decided on its own worker; the driver only merges small results. The decisions are the serial
+per work unit, each on its own worker, and written grouped by hash partition (PARTS of them); then
+partition units decide the partitions (a contiguous range each, one partition at a time) on the
+workers; the driver only merges small results. The decisions are the serial
 ones, row for row, because every decision depends on a group that lives in one partition:
 
 - exact: a key group (same 128-bit key) is in the partition of its key's top bits; the kept row of
@@ -23,7 +24,7 @@ A signature unit's directory (rows numbered from 0 inside the unit; `bounds` in 
     shingles.bin            the rows' sorted shingle hashes (uint64), offsets.bin: rows + 1 int64 from 0
     uuids.arrow             the rows' uuids (Arrow IPC, memory-mapped to name twins and members)
 
-A partition unit reads its slice of every signature unit (`bounds.npy`, `offsets.npy` in the
+A partition unit reads its partitions' slices of every signature unit (`bounds.npy`, `offsets.npy` in the
 pass's folder say where) and writes numpy files into its own unit directory. Everything lives
 under the run's output folder, the one place every worker can reach.
 """
@@ -47,8 +48,9 @@ from posttrain.reduce.dedup.lsh import bands_rows
 from posttrain.reduce.dedup.near import BAND_RECORD, Clusters, _bucket_pairs, cluster_components, near_records
 from posttrain.reduce.dedup.shingles import jaccard_sorted
 
-#: Hash partitions of the record files (top bits of the hash), as `PartitionedSpill` cuts them.
-PARTS = 64
+#: Hash partitions of the record files (top bits of the hash). A partition unit decides a
+#: contiguous range of them, one at a time (so its memory is one partition's records).
+PARTS = 256
 KINDS = {"exact": KEY_RECORD, "prompt": KEY_RECORD, "bands": BAND_RECORD}
 HASH_FIELD = {"exact": "hi", "prompt": "hi", "bands": "h"}
 NODE_RECORD = np.dtype([("row", "<i8"), ("err", "u1"), ("rank", "<u8")])
@@ -59,7 +61,7 @@ def partition_of(hashes: np.ndarray) -> np.ndarray:
     """The partition of each 64-bit hash (its top bits).
 
     >>> partition_of(np.array([0, 1 << 63, (1 << 64) - 1], np.uint64)).tolist()
-    [0, 32, 63]
+    [0, 128, 255]
     """
     return (np.asarray(hashes, np.uint64) >> _SHIFT).astype(np.int64)
 
@@ -241,6 +243,26 @@ class RowUuids:
         return pa.array(out, pa.string())
 
 
+def partition_units(workers: int) -> int:
+    """How many partition units a pass runs: a few per worker (balance), at most one per partition;
+    one in a single process (a unit's fixed cost is paid once).
+
+    >>> partition_units(1), partition_units(2), partition_units(512)
+    (1, 8, 256)
+    """
+    return 1 if workers <= 1 else min(PARTS, 4 * workers)
+
+
+def unit_partitions(p: int, n_units: int) -> range:
+    """The partitions unit `p` of `n_units` decides.
+
+    >>> unit_partitions(0, 1), unit_partitions(7, 8)
+    (range(0, 256), range(224, 256))
+    """
+    per = -(-PARTS // n_units)
+    return range(p * per, min((p + 1) * per, PARTS))
+
+
 def commit_unit(work: Path, index: int, result: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     """Write `arrays` as .npy files into unit `index`'s directory and commit it (result.json last)."""
     writer = UnitWriter(work, index)
@@ -278,21 +300,28 @@ class ExactPartition:
     kind: str
     keep: int = 1
     removed: Path | None = None
+    n_units: int = PARTS
 
     def __call__(self, p: int) -> dict[str, Any]:
-        recs = self.layout.load_partition(self.kind, p)
-        if self.removed is not None and len(recs):
-            recs = recs[~in_sorted(recs["row"], np.load(self.removed))]
-        s, pos = group_ranks(recs)
-        losers = pos >= self.keep
-        rows, twins = s["row"][losers], s["row"][np.flatnonzero(losers) - pos[losers]]
-        return commit_unit(self.work, p, {"unit": p, "removed": int(len(rows))}, {"rows": rows, "twins": twins})
+        removed = np.load(self.removed) if self.removed is not None else None
+        rows, twins = [], []
+        for part in unit_partitions(p, self.n_units):
+            recs = self.layout.load_partition(self.kind, part)
+            if removed is not None and len(recs):
+                recs = recs[~in_sorted(recs["row"], removed)]
+            s, pos = group_ranks(recs)
+            losers = pos >= self.keep
+            rows.append(s["row"][losers])
+            twins.append(s["row"][np.flatnonzero(losers) - pos[losers]])
+        r = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+        t = np.concatenate(twins) if twins else np.zeros(0, np.int64)
+        return commit_unit(self.work, p, {"unit": p, "removed": int(len(r))}, {"rows": r, "twins": t})
 
 
-def merge_removed(work: Path, parts: int = PARTS) -> tuple[np.ndarray, np.ndarray]:
+def merge_removed(work: Path, n_units: int) -> tuple[np.ndarray, np.ndarray]:
     """(rows, twins) removed over every partition unit of an ExactPartition pass, sorted by row."""
-    rows = load_unit_arrays(work, range(parts), "rows", np.zeros(0, np.int64))
-    twins = load_unit_arrays(work, range(parts), "twins", np.zeros(0, np.int64))
+    rows = load_unit_arrays(work, range(n_units), "rows", np.zeros(0, np.int64))
+    twins = load_unit_arrays(work, range(n_units), "twins", np.zeros(0, np.int64))
     order = np.argsort(rows, kind="stable")
     return rows[order], twins[order]
 
@@ -308,33 +337,42 @@ class NearPartition:
     threshold: float
     excluded: Path | None = None
     follow_identical: bool = True
+    n_units: int = PARTS
 
     def __call__(self, p: int) -> dict[str, Any]:
-        recs = self.layout.load_partition("bands", p)
-        if self.excluded is not None and len(recs):
-            recs = recs[~in_sorted(recs["row"], np.load(self.excluded))]
+        excluded = np.load(self.excluded) if self.excluded is not None else None
+        out: dict[str, list[np.ndarray]] = {"pairs": [], "verified": [], "nodes": [], "followers": []}
+        reader = ShingleReader(self.layout)
+        try:
+            for part in unit_partitions(p, self.n_units):
+                for name, arr in self._partition(part, excluded, reader).items():
+                    out[name].append(arr)
+        finally:
+            reader.close()
+        empty = {"pairs": np.zeros((0, 2), np.int64), "verified": np.zeros(0, bool),
+                 "nodes": np.zeros(0, NODE_RECORD), "followers": np.zeros((0, 2), np.int64)}
+        arrays = {k: np.concatenate(v) if v else empty[k] for k, v in out.items()}
+        result = {"unit": p, "candidates": int(len(arrays["pairs"])), "verified": int(arrays["verified"].sum())}
+        return commit_unit(self.work, p, result, arrays)
+
+    def _partition(self, part: int, excluded: np.ndarray | None, reader: ShingleReader) -> dict[str, np.ndarray]:
+        recs = self.layout.load_partition("bands", part)
+        if excluded is not None and len(recs):
+            recs = recs[~in_sorted(recs["row"], excluded)]
         i, j, s = _bucket_pairs(recs)
         a, b = s["row"][i], s["row"][j]
         lo, hi = np.minimum(a, b), np.maximum(a, b)
         pairs = np.unique(np.stack([lo, hi], axis=1), axis=0) if len(lo) else np.zeros((0, 2), np.int64)
-        verified = np.zeros(len(pairs), bool)
-        if len(pairs):
-            reader = ShingleReader(self.layout)
-            try:  # pairs are sorted by first row: the shingle files are read roughly in order
-                verified = np.fromiter(
-                    (reader.jaccard(x, y) >= self.threshold for x, y in pairs.tolist()), bool, len(pairs)
-                )
-            finally:
-                reader.close()
+        # pairs are sorted by first row: the shingle files are read roughly in order
+        verified = np.fromiter((reader.jaccard(x, y) >= self.threshold for x, y in pairs.tolist()), bool, len(pairs))
         good = pairs[verified]
         in_good = in_sorted(s["row"], np.unique(good.reshape(-1)))
         nodes = np.zeros(int(in_good.sum()), NODE_RECORD)
         nodes["row"], nodes["err"], nodes["rank"] = s["row"][in_good], s["err"][in_good], s["rank"][in_good]
         nodes = nodes[np.unique(nodes["row"], return_index=True)[1]]
         followers = _identical_followers(recs) if self.follow_identical else np.zeros((0, 2), np.int64)
-        result = {"unit": p, "candidates": int(len(pairs)), "verified": int(verified.sum())}
-        return commit_unit(self.work, p, result,
-                           {"pairs": pairs.astype(np.int64), "verified": verified, "nodes": nodes, "followers": followers})
+        return {"pairs": pairs.astype(np.int64).reshape(-1, 2), "verified": verified, "nodes": nodes,
+                "followers": followers}
 
 
 def _identical_followers(recs: np.ndarray) -> np.ndarray:
@@ -361,11 +399,11 @@ class NearMerge:
     verified_pairs: int
 
 
-def merge_near(work: Path, follow_identical: bool, jac: Callable[[int, int], float] | None = None,
-               parts: int = PARTS) -> NearMerge:
+def merge_near(work: Path, n_units: int, follow_identical: bool,
+               jac: Callable[[int, int], float] | None = None) -> NearMerge:
     """Union the partitions' pairs (a pair found in two partitions counts once), cluster the verified
     ones, and add the rows whose text is identical to a clustered row's, as `NearDedup` does."""
-    idx = range(parts)
+    idx = range(n_units)
     pairs = load_unit_arrays(work, idx, "pairs", np.zeros((0, 2), np.int64)).reshape(-1, 2)
     verified = load_unit_arrays(work, idx, "verified", np.zeros(0, bool))
     empty = Clusters(*(np.zeros(0, t) for t in (np.int64, np.int64, np.uint64, np.float32, bool)))

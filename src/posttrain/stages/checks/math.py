@@ -10,6 +10,10 @@ process's main thread, and a runaway sympy call must not stall validation).
 ['\\\\frac{1}{2}', '\\\\{1,2\\\\}']
 >>> same_answer(r"\\dfrac{1}{2}", r"$\\frac {1}{2}$.")
 True
+
+Real `expected_answer` values are not always plain answers (`$V=\\frac{2}{3}m^3=\\frac{m^3}{3}$`,
+`x = 5`, `\\boxed{12}`): both sides are reduced to their core (`answer_core`: the last boxed
+content, then the right-hand side of the last top-level `=`) before they are compared.
 """
 
 from __future__ import annotations
@@ -106,6 +110,38 @@ def exact_value(text: str) -> Fraction | None:
     return (-1 if m.group("sign") else 1) * Fraction(num, den)
 
 
+def answer_core(text: str) -> str:
+    """The answer a possibly decorated expected/boxed answer states: the last `\\boxed{}` content, then the
+    right-hand side of its last `=` outside any brackets (not for lists such as `a=1, b=2`).
+
+    >>> answer_core(r"$V=\\frac{2}{3}m^3=\\frac{m^3}{3}$"), answer_core("x = 5"), answer_core(r"\\boxed{f(x)=x^2}")
+    ('\\\\frac{m^3}{3}', '5', 'x^2')
+    >>> answer_core("a=1, b=2"), answer_core(r"\\{x \\mid x \\ge 0\\}")
+    ('a=1, b=2', '\\\\{x \\\\mid x \\\\ge 0\\\\}')
+    """
+    inner = boxed_answers(text)
+    t = (inner[-1] if inner else text).strip().strip("$").strip()
+    depth, last, comma = 0, -1, False
+    i = 0
+    while i < len(t):
+        ch = t[i]
+        if ch == "\\":  # a command or an escaped brace: skip its first character
+            i += 2
+            continue
+        if ch in "{([":
+            depth += 1
+        elif ch in "})]":
+            depth -= 1
+        elif depth == 0 and ch == ",":
+            comma = True
+        elif depth == 0 and ch == "=" and t[i - 1 : i] not in ("<", ">", "!", ":"):
+            last = i
+        i += 1
+    if last >= 0 and not comma and t[last + 1 :].strip():
+        t = t[last + 1 :]
+    return t.strip()
+
+
 def quick_verdict(expected: str, got: str) -> str | None:
     """"ok" / "mismatch" when decidable without math-verify (same spelling, or two exact numbers), else None.
 
@@ -114,6 +150,9 @@ def quick_verdict(expected: str, got: str) -> str | None:
     """
     inner = boxed_answers(expected)
     gold, pred = normalize_answer(inner[-1] if inner else expected), normalize_answer(got)
+    if gold == pred:
+        return "ok"
+    gold, pred = normalize_answer(answer_core(expected)), normalize_answer(answer_core(got))
     if gold == pred:
         return "ok"
     a, b = exact_value(gold), exact_value(pred)
@@ -155,8 +194,8 @@ class BoxedAnswerCheck(Check):
             verdict = quick_verdict(str(expected), boxes[-1])
             if verdict == "mismatch":
                 codes[i].append("math.mismatch")
-            elif verdict is None:
-                pending.append((i, str(expected), boxes[-1]))
+            elif verdict is None:  # math-verify compares the stated answers, not the decorations around them
+                pending.append((i, answer_core(str(expected)), answer_core(boxes[-1])))
         outcomes = self.verifier.verify_many([(gold, pred) for _, gold, pred in pending])
         for (i, _, _), outcome in zip(pending, outcomes, strict=True):
             if outcome != "ok":

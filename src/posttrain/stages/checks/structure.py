@@ -40,6 +40,8 @@ register_reason(
     "structure.tool_reply_mismatch", "error", "the number of tool replies differs from the calls with ids"
 )
 register_reason("prompt.withheld", "warn", "the prompt is withheld (a placeholder to restore from its source)")
+# Llama-Nemotron's RL rows: a prompt (and grader args) without any response; loadable, never trained.
+register_reason("prompt.no_response", "warn", "a prompt without any response (RL data): nothing to train on")
 
 ROLE_ORDER_PATTERN = r"^S?(?:U(?:CT*)*A)*(?:U(?:CT*)*)?$"
 _ROLE_ORDER_RE = re.compile(ROLE_ORDER_PATTERN)
@@ -71,6 +73,7 @@ class RoleOrderCheck(Check):
         "structure.role_order",
         "structure.last_not_assistant",
         "structure.tool_reply_mismatch",
+        "prompt.no_response",
     )
 
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -83,8 +86,9 @@ class RoleOrderCheck(Check):
         codes: list[list[str]] = [[] for _ in range(batch.num_rows)]
         for i in np.nonzero(bad_order)[0]:
             codes[i].append("structure.role_order")
+        no_response = ~to_bool(pc.match_substring_regex(letters, "[AC]"))
         for i in np.nonzero(last_bad & ~bad_order)[0]:
-            codes[i].append("structure.last_not_assistant")
+            codes[i].append("prompt.no_response" if no_response[i] else "structure.last_not_assistant")
         messages = batch.column("messages")
         for i in np.nonzero(with_calls)[0]:
             if replies_mismatch(messages[int(i)].as_py() or []):

@@ -56,7 +56,7 @@ def declared_tools(metadata: str | None) -> tuple[dict[str, str] | None, bool]:
     """
     try:
         meta = json.loads(metadata) if metadata else {}
-    except ValueError:
+    except (ValueError, RecursionError):
         return None, True  # broken metadata is metadata.invalid_json
     if not isinstance(meta, dict) or "tools" not in meta:
         return None, True

@@ -10,10 +10,13 @@ can still wedge sympy. So comparisons run in a small `ProcessPoolExecutor` creat
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
+
+from posttrain.io.lifetime import die_with_parent
 
 #: Outcome names double as the suffix of the math reason codes (`math.mismatch`, ...).
 OK, MISMATCH, UNVERIFIABLE = "ok", "mismatch", "unverifiable"
@@ -107,7 +110,8 @@ class MathVerifier:
             if self._pool is None:
                 # spawn, not fork: the parent holds Arrow and tokenizer threads that fork would copy mid-flight
                 ctx = multiprocessing.get_context("spawn")
-                self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx)
+                self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx,  # ends with this process
+                                                 initializer=die_with_parent, initargs=(os.getpid(),))
             return self._pool
 
     def __del__(self) -> None:  # pragma: no cover - best effort at interpreter exit

@@ -32,6 +32,7 @@ class Rendered:
     specials: list[tuple[int, int]] = field(default_factory=list)
     turns: list[int] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the renderer did on purpose (counted, not judged)
 
 
 def utf8_len(s: str) -> int:

@@ -29,9 +29,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from jinja2 import TemplateError
+
 from posttrain.config import RenderConfig
 from posttrain.errors import PosttrainError
 from posttrain.stage import register_reason
+from posttrain.stages.render.bounds import render_bounded, row_budget
 from posttrain.stages.render.builder import Rendered, utf8_len
 from posttrain.stages.render.config import Conversation, effective_messages, flag_for, trained_assistant
 
@@ -59,9 +62,11 @@ class TemplateRowError(Exception):
 def compile_template(source: str):
     """Compile a chat template the way transformers does, in `ImmutableSandboxedEnvironment`."""
     from jinja2.ext import loopcontrols
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+    from posttrain.stages.render.bounds import BoundedEnvironment
+
+    # the sandbox, plus a time and an output-size limit per row (stages.render.bounds)
+    env = BoundedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
     env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise
     return env.from_string(source)
@@ -154,10 +159,16 @@ class HFTemplateRenderer:
         kwargs: dict[str, Any] = dict(self.variables)
         if reasoning in ("on", "off"):
             kwargs["enable_thinking"] = reasoning == "on"
-        return self._template.render(messages=messages, tools=tools or None,
-                                     add_generation_prompt=add_generation_prompt, **kwargs)
+        return render_bounded(self._template, messages=messages, tools=tools or None,
+                              add_generation_prompt=add_generation_prompt, **kwargs)
 
     def render(self, conv: Conversation) -> Rendered:
+        """Render one conversation within the row's time and size budget (`stages.render.bounds`)."""
+        chars = sum(len(str(m.get("content") or "")) for m in conv.messages)
+        with row_budget(self.spec, chars):
+            return self._render(conv)
+
+    def _render(self, conv: Conversation) -> Rendered:
         """Render one conversation, locating specials and trained spans."""
         msgs = self.messages_for(conv)
         table, back = self._placeholders(conv, msgs)
@@ -187,7 +198,8 @@ class HFTemplateRenderer:
                     regions.append(region)
                 turns.append(len(self.render_string(esc_msgs[:i], esc_tools, add_generation_prompt=False,
                                                     reasoning=conv.reasoning)))
-        except TemplateRowError:
+        except (TemplateRowError, TemplateError, TypeError, ValueError, LookupError, ArithmeticError):
+            # the template failed on this row's data: the row is rejected, the run goes on
             return Rendered("", reasons=["render.template_error"])
         return self._assemble(full, regions, sorted(set(turns)), back)
 

