@@ -87,7 +87,23 @@ def main(argv: list[str] | None = None) -> int:
     except PosttrainError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
+    _close_process_group()
     return 0
+
+
+def _close_process_group() -> None:
+    """Destroy the process group TrainingArguments opened under torchrun, after a run that succeeded.
+
+    Without it, Gloo's worker threads still hold work objects when the interpreter finalises, and a
+    process can abort at exit ("terminate called without an active exception", SIGABRT) after
+    training finished. Only on success: destroying it while another rank is stuck in a collective
+    would hang instead of failing.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
