@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import pickle
+from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 from hypothesis import given, settings
@@ -11,7 +13,9 @@ from hypothesis import strategies as st
 
 from posttrain.schema import NEMOTRON_SCHEMA
 from posttrain.stages.checks.math import BoxedAnswerCheck, boxed_answers, quick_verdict, same_answer
-from posttrain.stages.checks.verify_pool import MathVerifier
+from posttrain.stages.checks.verify_pool import TIMEOUT, VerifyPool, verify_answer
+
+SLOW = r"9^{9^{9^{9}}}"  # math-verify parses it at once, then sympy grinds on 9**(9**(9**9)) for ever
 
 
 def row(answer, expected="\\frac{1}{2}", category="math"):
@@ -77,31 +81,83 @@ def test_math_codes_with_pool():
     try:
         got = run(check, *rows)
     finally:
-        check.verifier.close()
+        check.close()
     assert got == [
         [], [], ["math.mismatch"], ["math.no_boxed"], ["math.multiple_boxed"], [], ["math.unverifiable"], [], [], [],
         [], ["math.mismatch"],
     ]  # fmt: skip
 
 
-def test_check_pickles_without_pool():
+def pool_children(before: set[int]) -> set[int]:
+    return {p.pid for p in multiprocessing.active_children()} - before
+
+
+def test_check_pickles_without_its_workers():
+    before = pool_children(set())
     check = BoxedAnswerCheck()
-    check.verifier._ensure_pool()
+    clone = None
     try:
+        assert run(check, row("<think>t</think>\\boxed{1+x}", expected="x+1")) == [[]]  # starts a worker
+        started = pool_children(before)
+        assert len(started) == 1
         clone = pickle.loads(pickle.dumps(check))
-        assert clone.verifier._pool is None
+        assert pool_children(before) == started  # unpickling started nothing: workers are not state
+        assert run(clone, row("<think>t</think>\\boxed{x^3}", expected="x^2")) == [["math.mismatch"]]
+        assert len(pool_children(before) - started) == 1  # the clone has its own worker
     finally:
-        check.verifier.close()
+        check.close()
+        if clone is not None:
+            clone.close()
+    assert pool_children(before) == set()
 
 
-def test_verifier_outcomes():
-    v = MathVerifier(timeout=5)
+def test_verifier_outcomes_from_several_threads_with_at_most_its_workers():
+    """Validation judges batches on threads that share one check: the pool stays at `workers` processes."""
+    before = pool_children(set())
+    v = VerifyPool(timeout=5, workers=2)
+    pairs = [("2", "2.0"), ("x+1", "1+x"), ("3", "4"), ("1", ""), ("2x", "x+x")]
     try:
-        assert v.verify_many([("2", "2.0"), ("x+1", "1+x"), ("3", "4"), ("1", "")]) == [
-            "ok", "ok", "mismatch", "unverifiable",
-        ]  # fmt: skip
+        with ThreadPoolExecutor(4) as threads:
+            got = list(threads.map(lambda k: v.verify_many(pairs[k:] + pairs[:k]), range(4)))
+        assert len(pool_children(before)) == 2
     finally:
         v.close()
+    verdicts = ["ok", "ok", "mismatch", "unverifiable", "ok"]
+    assert [[o.verdict for o in g] for g in got] == [verdicts[k:] + verdicts[:k] for k in range(4)]
+    assert pool_children(before) == set()
+
+
+def test_a_math_verify_timeout_is_its_own_code_and_the_next_rows_are_still_graded():
+    """math-verify reports its own timeout as False: the pool times it, so validation says
+    math.verify_timeout (a warning), not math.mismatch (an error that would reject the row)."""
+    assert verify_answer("1", SLOW, 1) == TIMEOUT  # the worker's function itself, on this main thread
+    before = pool_children(set())
+    check = BoxedAnswerCheck(verify_timeout=1)
+    try:
+        got = run(check,
+                  row(f"<think>t</think>\\boxed{{{SLOW}}}", expected="1"),
+                  row("<think>t</think>\\boxed{1 + x}", expected="x+1"),
+                  row("<think>t</think>\\boxed{x^3}", expected="x^2"))  # fmt: skip
+    finally:
+        check.close()
+    assert got == [["math.verify_timeout"], [], ["math.mismatch"]]
+    assert pool_children(before) == set()
+
+
+def test_a_worker_past_the_deadline_is_killed_alone_and_replaced():
+    """The caller's own deadline (here before math-verify's alarm would fire): that worker is killed, the
+    other goes on, the next item gets a fresh worker, and closing leaves no process behind."""
+    before = pool_children(set())
+    pool = VerifyPool(timeout=60, workers=2, deadline_s=3)
+    try:
+        got = pool.verify_many([("1", SLOW), ("x+1", "1+x"), ("x^2", "x^3"), ("1", SLOW)])
+        assert [o.verdict for o in got] == ["timeout", "ok", "mismatch", "timeout"]
+        assert "killed" in got[0].detail and got[1].detail == ""
+        assert len(pool_children(before)) <= 2  # killed workers are gone, not piling up
+        assert pool.verify("2x", "x+x").verdict == "ok"
+    finally:
+        pool.close()
+    assert pool_children(before) == set()
 
 
 def test_decorated_expected_answers_are_reduced_to_their_stated_answer():
@@ -124,5 +180,5 @@ def test_decorated_expected_answers_are_reduced_to_their_stated_answer():
                   row(r"<think>t</think>\boxed{\frac{m^3}{3}}", expected=volume),
                   row(r"<think>t</think>\boxed{y=2+x}", expected="y = x + 2"))  # fmt: skip
     finally:
-        check.verifier.close()
+        check.close()
     assert got == [[], [], ["math.mismatch"], []]

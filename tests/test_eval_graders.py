@@ -4,7 +4,6 @@ letters, tool calls, Wilson intervals and McNemar."""
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -15,10 +14,10 @@ from posttrain.eval.answers import (
     parse_tool_calls,
     same_calls,
 )
-from posttrain.eval.graders import Grader, grade_choice, grade_tools, verify_answer
+from posttrain.eval.graders import Grader, grade_choice, grade_tools
 from posttrain.eval.items import EvalItem
 from posttrain.eval.stats import mcnemar_p, wilson_interval
-from posttrain.eval.workers import TimedWorkers
+from posttrain.stages.checks.verify_pool import VerifyPool
 
 
 def math_item(answer: str, item_id: str = "1") -> EvalItem:
@@ -154,31 +153,20 @@ def test_math_verify_timeout_inside_the_worker_is_reported_as_timeout():
     """A comparison that uses up math-verify's time budget (its alarm fires in the worker) is a timeout,
     not a silent mismatch; the run goes on."""
     with Grader(math_timeout_s=1, workers=1) as g:
-        start = time.monotonic()
         slow, fine = g.grade([math_item("1"), math_item("x+1")], [r"\boxed{9^{9^{9^{9}}}}", r"\boxed{1+x}"])
-        assert time.monotonic() - start < 20
     assert (slow.verdict, slow.method) == ("timeout", "boxed+math-verify")
     assert fine.verdict == "correct"  # the same worker goes on after a timeout
-    assert verify_answer("1", r"9^{9^{9^{9}}}", 1) == "timeout"  # the worker function itself, on a main thread
+    assert g.describe()["math_verify_timeout_s"] == 1
 
 
-def test_worker_past_its_deadline_is_killed_and_replaced():
-    """The parent's own deadline: a call that ignores every in-process timeout is abandoned, its worker
-    killed, and the next call gets a fresh worker."""
-    pool = TimedWorkers(time.sleep, workers=1)
-    try:
-        start = time.monotonic()
-        assert pool.call((30,), deadline_s=1.0) == ("timeout", None)
-        assert time.monotonic() - start < 5
-        assert pool.call((0,), deadline_s=30) == ("ok", None)
-    finally:
-        pool.close()
-
-
-def test_grader_maps_a_killed_math_worker_to_timeout(monkeypatch, grader):
-    monkeypatch.setattr(grader._math, "map", lambda calls, deadline_s: [("timeout", None)] * len(calls))
-    [grade] = grader.grade([math_item("x+1")], [r"\boxed{1+x}"])
-    assert grade.verdict == "timeout" and not grade.correct
+def test_grader_maps_a_killed_math_worker_to_timeout():
+    """The pool's own deadline (validation's pool: the same one) reaches the records as a timeout with why."""
+    with Grader(math_timeout_s=1, workers=1) as g:
+        g.math.close()
+        g.math = VerifyPool(timeout=60, deadline_s=2)  # the deadline comes before math-verify's own alarm
+        slow, fine = g.grade([math_item("1"), math_item("x+1")], [r"\boxed{9^{9^{9^{9}}}}", r"\boxed{1+x}"])
+    assert (slow.verdict, slow.correct) == ("timeout", False) and "killed" in slow.detail
+    assert fine.verdict == "correct"
 
 
 # ------------------------------------------------------------------------------------------ statistics

@@ -32,6 +32,7 @@ from posttrain.eval.run import run_eval  # noqa: E402
 from posttrain.eval.stats import wilson_interval  # noqa: E402
 from posttrain.eval.suites import load_items  # noqa: E402
 from posttrain.io.tokenizer import default_tokenizer_dir  # noqa: E402
+from posttrain.progress import ProgressEvent  # noqa: E402
 
 # A Llama-3 chat template with the Nemotron Super v1.5 switch: "/think" or "/no_think" in the system turn.
 TEMPLATE = (
@@ -219,19 +220,50 @@ def test_run_eval_end_to_end_writes_records_and_summary(tiny, tmp_path):
     assert summary.reasoning_switch["kind"] == "system"
     assert set(summary.grading["sandbox"]) == {"network", "processes", "files", "limits"}
     assert EvalSummary.load(tmp_path / "run") == summary
-    phases = [e.phase for e in events]
-    assert phases[0] == "load" and phases[-1] == "done" and "generate" in phases
-    assert any(e.phase == "grade" and e.tokens_per_s > 0 for e in events)
+    # progress: the jobs' ProgressEvent, as the CLI's Bars take it; per benchmark and mode a generate bar whose
+    # items and token deltas add up to what was generated (its tokens/s is that benchmark's) and a grade bar
+    assert all(isinstance(e, ProgressEvent) for e in events)
+    assert events[0] == ProgressEvent("eval", total=8, unit="results")
+    assert sum(e.advance for e in events if e.phase == "eval") == 8
+    assert events[-1].phase == "eval" and "8 results" in events[-1].message
+    for res in summary.results:
+        for step in ("generate", "grade"):
+            mine = [e for e in events if e.phase == f"{step} {res.benchmark} ({res.mode})"]
+            assert mine[0].total == 2 and mine[0].unit == "items" and sum(e.advance for e in mine) == 2
+        generated = [e for e in events if e.phase == f"generate {res.benchmark} ({res.mode})"]
+        assert sum(e.tokens for e in generated) == res.new_tokens
+    assert any(e.message and "gsm8k (off): " in e.message and "tokens/s" in e.message for e in events)
 
     # resume: the same settings reuse every generation (nothing generated), and regrade them
-    again = run_eval(cfg)
+    events.clear()
+    again = run_eval(cfg, events.append)
     assert all(r.new_tokens == 0 for r in again.results)
+    assert not [e for e in events if e.phase.startswith("generate")]  # nothing to generate: no generate bars
+    assert sum(e.advance for e in events if e.phase == "grade gsm8k (on)") == 2
     assert [r["generation"] for r in read_records(tmp_path / "run")] == [r["generation"] for r in records]
     with pytest.raises(PosttrainError, match="other settings"):
         run_eval(cfg.model_copy(update={"max_new_tokens": 9}))
     fresh = run_eval(cfg.model_copy(update={"max_new_tokens": 4, "resume": False, "benchmarks": ["gsm8k"],
                                             "reasoning": "off"}))  # fmt: skip
     assert [r.benchmark for r in fresh.results] == ["gsm8k"] and len(read_records(tmp_path / "run")) == 2
+
+
+def test_cli_eval_draws_a_bar_per_benchmark_with_its_speed(tiny, tmp_path):
+    """`posttrain eval` hands its Bars straight to run_eval: one generate and one grade bar per benchmark and
+    mode, each result's accuracy and tokens/s as a note, then the table."""
+    from typer.testing import CliRunner
+
+    from posttrain.cli import app
+
+    res = CliRunner().invoke(app, ["eval", "--model", str(tiny), "--benchmarks", "gsm8k,truthfulqa_mc1", "--limit",
+                                   "2", "--max-new-tokens", "6", "--out", str(tmp_path / "ev")],
+                             env={"COLUMNS": "250"})  # fmt: skip
+    assert res.exit_code == 0, res.output
+    summary = EvalSummary.load(tmp_path / "ev")
+    for r in summary.results:
+        assert f"generate {r.benchmark} (off)" in res.output and f"grade {r.benchmark} (off)" in res.output
+        assert f"{r.benchmark} (off): {r.correct}/2 correct, {r.tokens_per_s:,.1f} tokens/s" in res.output
+    assert "2/2 results" in res.output and "wrote " in res.output
 
 
 def test_run_eval_refuses_a_folder_it_did_not_write(tiny, tmp_path):

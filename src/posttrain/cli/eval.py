@@ -11,7 +11,6 @@ from rich.table import Table
 
 from posttrain.cli.options import LimitOpt, OutOpt, ProgressOpt, console
 from posttrain.cli.progress import Bars
-from posttrain.progress import ProgressEvent
 
 
 def register(app: typer.Typer) -> None:
@@ -54,7 +53,7 @@ def eval_model(
         heldout_source=heldout_source, seed=seed,
     )  # fmt: skip
     with Bars(progress) as bars:
-        summary = run_eval(config, on_progress=_to_events(bars))
+        summary = run_eval(config, on_progress=bars)
     table = Table(title=f"eval of {escape(model)}")
     for col in ("benchmark", "mode", "n", "correct", "accuracy", "95% CI", "coverage", "tokens/s"):
         table.add_column(col, justify="left" if col in ("benchmark", "mode") else "right")
@@ -69,24 +68,6 @@ def eval_model(
     console.print(f"wrote {escape(str(out))}/summary.json and records.jsonl", highlight=False)
     if compare:
         _print_comparison(compare_evals(compare, out))
-
-
-def _to_events(bars: Bars):
-    """Eval's own progress events (done/total per benchmark and mode) as the CLI's phase bars."""
-    seen: dict[str, tuple[int, int]] = {}
-
-    def on_progress(ev) -> None:  # posttrain.eval.EvalProgress
-        if ev.phase not in ("generate", "grade"):
-            if ev.message:
-                bars(ProgressEvent("eval", message=ev.message))
-            return
-        phase = f"{ev.phase} {ev.benchmark} ({ev.mode})"
-        done, tokens = seen.get(phase, (0, 0))
-        bars(ProgressEvent(phase, advance=max(ev.done - done, 0), total=ev.total or None, unit="items",
-                           tokens=max(ev.tokens - tokens, 0)))  # fmt: skip
-        seen[phase] = (max(ev.done, done), max(ev.tokens, tokens))
-
-    return on_progress
 
 
 def _print_comparison(cmp) -> None:  # posttrain.eval.Comparison

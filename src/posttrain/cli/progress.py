@@ -75,5 +75,16 @@ class Bars:
             dt = max(time.perf_counter() - stats[0], 1e-9)
             rate = f"{stats[1] / dt:,.0f} {self._unit_of[event.phase]}/s"  # the unit its first event named
             if stats[2]:
-                rate += f" · {stats[2] / dt / 1e6:,.2f}M tokens/s"
+                rate += f" · {token_rate(stats[2] / dt)}"
             self._progress.update(task, advance=event.advance, rate=rate)
+
+
+def token_rate(per_second: float) -> str:
+    """Tokens per second as a person reads it: millions for data jobs, plain numbers for generation.
+
+    >>> token_rate(2_345_678.0), token_rate(72.4)
+    ('2.35M tokens/s', '72 tokens/s')
+    """
+    if per_second >= 1e6:
+        return f"{per_second / 1e6:,.2f}M tokens/s"
+    return f"{per_second:,.0f} tokens/s"

@@ -6,8 +6,8 @@
 
 Modules: `config` (EvalConfig; pydantic only), `items` / `hub` / `heldout` / `suites` (benchmarks with
 answers and coverage), `prompts` (messages, reasoning switch, chat template), `generate` (transformers,
-vLLM), `answers` (extraction), `graders` (math-verify in `workers`, letters, tool calls, code in
-`sandbox`), `stats` (Wilson, McNemar), `run` (run_eval), `results` (files), `compare`, `html`.
+vLLM), `answers` (extraction), `graders` (math-verify in validation's pool, letters, tool calls, code
+in `sandbox`), `stats` (Wilson, McNemar), `run` (run_eval), `results` (files), `compare`, `html`.
 
 The names below are imported on first use, so `import posttrain.eval` stays cheap (no torch).
 """
@@ -21,7 +21,6 @@ _EXPORTS = {
     "EvalConfig": "posttrain.eval.config",
     "Sampling": "posttrain.eval.config",
     "run_eval": "posttrain.eval.run",
-    "EvalProgress": "posttrain.eval.run",
     "EvalSummary": "posttrain.eval.results",
     "BenchmarkResult": "posttrain.eval.results",
     "compare_evals": "posttrain.eval.compare",

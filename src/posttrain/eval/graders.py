@@ -1,8 +1,8 @@
 """Graders: one verdict per (item, generation), with what was extracted and how it was decided.
 
 - math: the final answer (`answers.final_math_answer`) against the reference; equal spellings and
-  exact numbers are decided here, the rest by math-verify on the main thread of a worker process
-  with its own timeout and a hard deadline (`workers.TimedWorkers`);
+  exact numbers are decided here, the rest by math-verify in the pool validation uses too
+  (`posttrain.stages.checks.verify_pool.VerifyPool`: a time limit per item, a stuck worker killed);
 - choice: the letter (`answers.choice_letter`) against the right one;
 - code: the benchmark's tests run on the extracted program in the sandbox (`sandbox.run_python`);
 - tools: parsed tool calls, name + JSON arguments, as a multiset (`answers.same_calls`).
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -35,12 +34,13 @@ from posttrain.eval.answers import (
 )
 from posttrain.eval.items import EvalItem
 from posttrain.eval.sandbox import SandboxLimits, run_python, sandbox_info
-from posttrain.eval.workers import TimedWorkers
 from posttrain.stages.checks.math import quick_verdict
+from posttrain.stages.checks.verify_pool import MISMATCH, OK, TIMEOUT, VerifyPool
 
 Verdict = Literal["correct", "wrong", "no_answer", "timeout", "unverifiable"]
 _PLAIN_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 _ANY_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+_MATH_VERDICTS: dict[str, Verdict] = {OK: "correct", MISMATCH: "wrong", TIMEOUT: "timeout"}  # else unverifiable
 
 
 @dataclass
@@ -55,35 +55,6 @@ class Grade:
     @property
     def correct(self) -> bool:
         return self.verdict == "correct"
-
-
-def verify_answer(gold: str, pred: str, timeout: int) -> str:
-    """math-verify on two answers (inside a worker process): "ok", "mismatch", "unverifiable" or "timeout".
-
-    math-verify reports its own timeout as a plain False; a parse or comparison that used up its
-    time budget is therefore reported as "timeout" here, so the records tell the two apart.
-
-    >>> verify_answer(r"\\frac{1}{2}", "0.5", 5), verify_answer("3", "4", 5), verify_answer("3", "", 5)
-    ('ok', 'mismatch', 'unverifiable')
-    """
-    from math_verify import parse, verify
-
-    def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, bool]:
-        start = time.monotonic()
-        try:
-            value = fn(*args, **kwargs)
-        except Exception:  # sympy raises many types on odd input: "cannot tell"
-            value = None
-        return value, time.monotonic() - start >= timeout
-
-    g, slow_g = timed(parse, f"\\boxed{{{gold}}}", fallback_mode="no_fallback", parsing_timeout=timeout)
-    p, slow_p = timed(parse, f"\\boxed{{{pred}}}", fallback_mode="no_fallback", parsing_timeout=timeout)
-    if not g or not p:
-        return "timeout" if slow_g or slow_p else "unverifiable"
-    same, slow = timed(verify, g, p, timeout_seconds=timeout)
-    if same is None:
-        return "unverifiable"
-    return "ok" if same else "timeout" if slow else "mismatch"
 
 
 def _numeric_tail(gold: str, extracted: str, method: str) -> str:
@@ -135,11 +106,10 @@ class Grader:
         sandbox_limits: SandboxLimits | None = None,
         sandbox_mode: Literal["auto", "namespace", "audit"] = "auto",
     ) -> None:
-        self.math_timeout = max(1, round(math_timeout_s))  # math-verify's alarm takes whole seconds
         self.workers = max(1, workers)
         self.limits = sandbox_limits or SandboxLimits()
         self.sandbox_mode = sandbox_mode
-        self._math = TimedWorkers(verify_answer, workers=self.workers)
+        self.math = VerifyPool(timeout=math_timeout_s, workers=self.workers)
 
     def __enter__(self) -> Grader:
         return self
@@ -148,12 +118,12 @@ class Grader:
         self.close()
 
     def close(self) -> None:
-        self._math.close()
+        self.math.close()
 
     def describe(self) -> dict[str, Any]:
         """What is in force, for summary.json: the sandbox's protections and limits, the math time limits."""
         needs_sandbox = {"sandbox": sandbox_info(self.sandbox_mode).describe(), "sandbox_limits": asdict(self.limits)}
-        return {"math_verify_timeout_s": self.math_timeout, **needs_sandbox}
+        return {"math_verify_timeout_s": self.math.timeout, **needs_sandbox}
 
     def grade(self, items: list[EvalItem], texts: list[str]) -> list[Grade]:
         """One grade per item, in order."""
@@ -201,14 +171,8 @@ class Grader:
                 grades[i] = Grade("correct" if quick == "ok" else "wrong", extracted, f"{how}+exact")
             else:
                 pending.append((i, item.answer, extracted, how))
-        deadline = 3 * self.math_timeout + 5  # two parses and a comparison, each bounded inside the worker
-        outcomes = self._math.map([(gold, pred, self.math_timeout) for _, gold, pred, _ in pending], deadline)
-        for (i, _, pred, how), (status, outcome) in zip(pending, outcomes, strict=True):
-            if status == "timeout":
-                grades[i] = Grade("timeout", pred, f"{how}+math-verify", "worker killed at the deadline")
-            elif status == "error" or outcome == "unverifiable":
-                grades[i] = Grade("unverifiable", pred, f"{how}+math-verify", str(outcome or ""))
-            else:
-                verdict: Verdict = {"ok": "correct", "mismatch": "wrong", "timeout": "timeout"}[outcome]  # type: ignore[assignment]
-                grades[i] = Grade(verdict, pred, f"{how}+math-verify")
+        outcomes = self.math.verify_many([(gold, pred) for _, gold, pred, _ in pending])
+        for (i, _, pred, how), outcome in zip(pending, outcomes, strict=True):
+            verdict: Verdict = _MATH_VERDICTS.get(outcome.verdict, "unverifiable")
+            grades[i] = Grade(verdict, pred, f"{how}+math-verify", outcome.detail)
         return [g for g in grades if g is not None]

@@ -3,8 +3,11 @@
 Per benchmark and mode, prompts are rendered once through the model's chat template, sorted by
 length (less padding) and generated in chunks; each chunk is graded and appended to
 `records.jsonl` before the next, so a long run that crashes resumes where it stopped (same
-settings hash: generations are reused and re-graded, cheaply). Progress reaches the caller as
-`EvalProgress` events (tokens/s included); nothing here prints.
+settings hash: generations are reused and re-graded, cheaply). Progress reaches the caller as the
+jobs' `posttrain.progress.ProgressEvent`s, so the CLI's `Bars` draw them as they are: phase "eval" counts
+(benchmark, mode) results and carries the notes; "generate <bench> (<mode>)" counts generated items and
+their tokens as they come (a bar per benchmark, so its tokens/s is that benchmark's speed); "grade <bench>
+(<mode>)" counts graded items. Nothing here prints.
 
 The output folder is claimed like every posttrain output (`posttrain.io.outdir.claim`): never over an
 input (model, tokenizer, template, held-out source), refused when it holds files posttrain did not
@@ -15,11 +18,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from posttrain.errors import PosttrainError
 from posttrain.eval.config import EvalConfig, Mode
@@ -39,28 +40,28 @@ from posttrain.eval.sandbox import SandboxLimits
 from posttrain.eval.suites import expand_specs, load_items
 from posttrain.io.outdir import claim
 from posttrain.io.spool import write_atomic
+from posttrain.progress import OnProgress, ProgressEvent
+
+EVAL = "eval"  # the run's own phase: (benchmark, mode) results done, and the notes
+THROTTLE_S = 0.5  # token counts reach the caller at most this often during a generate() call
 
 
-@dataclass
-class EvalProgress:
-    """One progress event. `done`/`total` count items of the current benchmark and mode; `tokens` and
-    `seconds` are its generation so far (so tokens/s is this benchmark's speed, not a run average)."""
+def phase_name(step: str, benchmark: str, mode: str) -> str:
+    """The progress phase of one step of one benchmark in one mode.
 
-    phase: Literal["load", "generate", "grade", "done"]
-    benchmark: str = ""
-    mode: str = ""
-    done: int = 0
-    total: int = 0
-    tokens: int = 0
-    seconds: float = 0.0
-    message: str = ""
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+    >>> phase_name("generate", "gsm8k", "off")
+    'generate gsm8k (off)'
+    """
+    return f"{step} {benchmark} ({mode})"
 
 
-ProgressFn = Callable[[EvalProgress], None]
+def note(message: str) -> ProgressEvent:
+    """A line for the user on the run's own phase.
+
+    >>> note("loading m").message, note("loading m").advance
+    ('loading m', 0)
+    """
+    return ProgressEvent(EVAL, unit="results", message=message)
 
 
 def _previous(out: Path, config: EvalConfig) -> dict[tuple[str, str, str], dict[str, Any]]:
@@ -85,7 +86,7 @@ def _read_template(path: str) -> str:
 class _Run:
     """State of one run: the tokenizer and reasoning switch, the lazily loaded model, the grader, the progress sink."""
 
-    def __init__(self, config: EvalConfig, emit: ProgressFn) -> None:
+    def __init__(self, config: EvalConfig, emit: OnProgress) -> None:
         from posttrain.eval.generate import load_tokenizer
 
         self.config, self.emit = config, emit
@@ -105,31 +106,37 @@ class _Run:
         messages, kwargs = self.switch.apply(item_messages(item), mode)
         return render_prompt(self.tokenizer, messages, item.tools, kwargs, self.template)
 
-    def generate(self, items: list[EvalItem], prompts: list[str], mode: Mode, name: str, done: int, total: int,
-                 clock: list[float]) -> list[tuple[str, int, str, int]]:  # fmt: skip
-        """(text, tokens, finish, prompt tokens) per item; `clock` accumulates [tokens, seconds]."""
+    def load_backend(self) -> None:
         if self.backend is None:
             from posttrain.eval.generate import load_backend
 
-            self.emit(EvalProgress("load", name, mode, message=f"loading {self.config.model} ({self.config.backend})"))
+            self.emit(note(f"loading {self.config.model} ({self.config.backend})"))
             self.backend = load_backend(self.config, self.tokenizer)
+
+    def generate(self, items: list[EvalItem], prompts: list[str], mode: Mode, phase: str,
+                 clock: list[float]) -> list[tuple[str, int, str, int]]:  # fmt: skip
+        """(text, tokens, finish, prompt tokens) per item; `clock` accumulates [tokens, seconds]. Reports the
+        tokens to `phase` as they come and the items when done; the token deltas add up to the exact count."""
+        self.load_backend()
         ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-        start, last = time.monotonic(), [0.0]
-        base_tokens, base_seconds = clock[0], clock[1]
+        start = time.monotonic()
+        seen, last = [0, 0], [start]  # [tokens seen by the callback, tokens reported], last report time
 
         def on_tokens(n: int) -> None:
-            clock[0] += n
+            seen[0] += n
             now = time.monotonic()
-            if now - last[0] >= 0.5:
+            if now - last[0] >= THROTTLE_S:
                 last[0] = now
-                self.emit(EvalProgress("generate", name, mode, done, total, int(clock[0]),
-                                       base_seconds + now - start))  # fmt: skip
+                self.emit(ProgressEvent(phase, unit="items", tokens=seen[0] - seen[1]))
+                seen[1] = seen[0]
 
         sampling = self.config.sampling_for(mode)
         keys = [f"{it.benchmark}/{it.item_id}/{mode}" for it in items]
         gens = self.backend.generate(ids, sampling, self.config.max_new_tokens, self.config.seed, keys, on_tokens)
-        clock[0] = base_tokens + sum(g.tokens for g in gens)  # exact, whatever the callback saw
-        clock[1] = base_seconds + time.monotonic() - start
+        tokens = sum(g.tokens for g in gens)  # exact, whatever the callback saw (an OOM retry counts twice there)
+        clock[0] += tokens
+        clock[1] += time.monotonic() - start
+        self.emit(ProgressEvent(phase, advance=len(items), unit="items", tokens=max(tokens - seen[1], 0)))
         return [(g.text, g.tokens, g.finish, len(i)) for g, i in zip(gens, ids, strict=True)]
 
 
@@ -145,18 +152,19 @@ def _graded(record: dict[str, Any], grade: Any) -> dict[str, Any]:
             "method": grade.method, "detail": grade.detail}  # fmt: skip
 
 
-def run_eval(config: EvalConfig, on_progress: ProgressFn | None = None) -> EvalSummary:
+def run_eval(config: EvalConfig, on_progress: OnProgress | None = None) -> EvalSummary:
     """Evaluate `config.model` on `config.benchmarks`; writes records.jsonl and summary.json into `config.out`."""
-    emit = on_progress or (lambda _: None)
+    emit: OnProgress = on_progress or (lambda _: None)
     started, t0 = datetime.now(UTC).isoformat(timespec="seconds"), time.monotonic()
     specs = expand_specs(config.benchmarks)
+    emit(ProgressEvent(EVAL, total=len(specs) * len(config.modes()), unit="results"))
     loaded: dict[str, tuple[list[EvalItem], Coverage]] = {}
     for spec in specs:
         loaded[spec] = load_items(spec, limit=config.limit, heldout_source=config.heldout_source,
                                   heldout_fraction=config.heldout_fraction)  # fmt: skip
         cov = loaded[spec][1]
-        emit(EvalProgress("load", spec, message=f"{len(loaded[spec][0])} items (of {cov.available} available, "
-                                                f"{cov.full or '?'} in the full benchmark)"))  # fmt: skip
+        emit(note(f"{spec}: {len(loaded[spec][0])} items (of {cov.available} available, "
+                  f"{cov.full or '?'} in the full benchmark)"))  # fmt: skip
     settings = config.settings_hash()
     out = Path(config.out)
     inputs = [config.model, config.tokenizer, config.chat_template, config.heldout_source]
@@ -173,8 +181,9 @@ def run_eval(config: EvalConfig, on_progress: ProgressFn | None = None) -> EvalS
                         final += recs
                         results.append(summarize(spec, mode, recs, coverage, *stats))
                         r = results[-1]
-                        emit(EvalProgress("grade", spec, mode, r.n, r.n, r.new_tokens, r.gen_seconds,
-                                          message=f"{r.correct}/{r.n} correct"))  # fmt: skip
+                        speed = f", {r.tokens_per_s:,.1f} tokens/s" if r.tokens_per_s else ""
+                        emit(ProgressEvent(EVAL, advance=1, unit="results",
+                                           message=f"{spec} ({mode}): {r.correct}/{r.n} correct{speed}"))  # fmt: skip
             grading = run.grader.describe()
         finally:
             run.grader.close()
@@ -190,7 +199,7 @@ def run_eval(config: EvalConfig, on_progress: ProgressFn | None = None) -> EvalS
             results=results, warnings=warnings, started=started, seconds=round(time.monotonic() - t0, 3),
         )  # fmt: skip
         write_atomic(out / SUMMARY, summary.model_dump_json(indent=1))
-    emit(EvalProgress("done", message=f"{len(results)} results in {out}"))
+    emit(note(f"{len(results)} results in {out}"))
     return summary
 
 
@@ -200,19 +209,25 @@ def _bench(run: _Run, spec: str, mode: Mode, items: list[EvalItem], previous: di
     config, settings = run.config, run.config.settings_hash()
     records: dict[str, dict[str, Any]] = {}
     resumed = [(it, previous[(spec, mode, it.item_id)]) for it in items if (spec, mode, it.item_id) in previous]
+    todo = [it for it in items if (spec, mode, it.item_id) not in previous]
+    generating, grading = phase_name("generate", spec, mode), phase_name("grade", spec, mode)
+    if todo:
+        run.load_backend()  # before the bar starts: its tokens/s is generation's, not the model load's
+        run.emit(ProgressEvent(generating, total=len(todo), unit="items"))
+    run.emit(ProgressEvent(grading, total=len(items), unit="items"))
     grade_s = time.monotonic()
     if resumed:
         grades = run.grader.grade([it for it, _ in resumed], [r["generation"] for _, r in resumed])
         records.update({it.item_id: _graded(r, g) for (it, r), g in zip(resumed, grades, strict=True)})
+        run.emit(ProgressEvent(grading, advance=len(resumed), unit="items"))
     grade_s = time.monotonic() - grade_s
-    todo = [it for it in items if it.item_id not in records]
     prompts = {it.item_id: run.prompt(it, mode) for it in todo}
     todo.sort(key=lambda it: -len(prompts[it.item_id]))
     chunk = config.batch_size * 4 if config.backend == "transformers" else 1024
     clock = [0.0, 0.0]
     for start in range(0, len(todo), chunk):
         part = todo[start : start + chunk]
-        gens = run.generate(part, [prompts[it.item_id] for it in part], mode, spec, len(records), len(items), clock)
+        gens = run.generate(part, [prompts[it.item_id] for it in part], mode, generating, clock)
         raw = [_record(it, mode, settings, prompts[it.item_id], g) for it, g in zip(part, gens, strict=True)]
         t = time.monotonic()
         grades = run.grader.grade(part, [g[0] for g in gens])
@@ -221,11 +236,6 @@ def _bench(run: _Run, spec: str, mode: Mode, items: list[EvalItem], previous: di
             records[it.item_id] = _graded(rec, g)
             sink.write(json.dumps(records[it.item_id], ensure_ascii=False) + "\n")
         sink.flush()
-        run.emit(EvalProgress("grade", spec, mode, len(records), len(items), int(clock[0]), clock[1]))
+        run.emit(ProgressEvent(grading, advance=len(part), unit="items"))
     ordered = [records[it.item_id] for it in items]
     return ordered, (int(clock[0]), clock[1], grade_s)
-
-
-def progress_dict(event: EvalProgress) -> dict[str, Any]:
-    """An event as plain data (for JSON logs), tokens/s included."""
-    return {**asdict(event), "tokens_per_s": round(event.tokens_per_s, 2)}

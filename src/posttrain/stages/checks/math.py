@@ -3,8 +3,9 @@
 Arrow finds the math rows and whether their answer has `\\boxed` at all; Python extracts the boxed
 contents (nested braces need a small scanner: no regex balances braces); answers equal to the
 expected one after light normalization are accepted on the spot, and only the rest go to
-math-verify in a worker process pool (math-verify's timeouts use `signal.alarm`, which only works on a
-process's main thread, and a runaway sympy call must not stall validation).
+math-verify in `verify_pool.VerifyPool` (math-verify's timeouts use `signal.alarm`, which only works on a
+process's main thread, and a runaway sympy call must not stall validation). A comparison that runs out of
+time is `math.verify_timeout`, a warning: it says nothing about the answer, so it must not read as a mismatch.
 
 >>> boxed_answers(r"so \\boxed{\\frac{1}{2}} and \\boxed{\\{1,2\\}}")
 ['\\\\frac{1}{2}', '\\\\{1,2\\\\}']
@@ -37,12 +38,13 @@ from posttrain.stages.checks._base import (
     to_bool,
     unique_codes,
 )
-from posttrain.stages.checks.verify_pool import MathVerifier
+from posttrain.stages.checks.verify_pool import OK, VerifyPool
 
 register_reason("math.no_boxed", "error", "the math answer has no \\boxed{} answer")
 register_reason("math.multiple_boxed", "warn", "the math answer boxes several different answers")
 register_reason("math.mismatch", "error", "the boxed answer disagrees with expected_answer")
-register_reason("math.unverifiable", "warn", "math-verify cannot parse or compare the answer in time")
+register_reason("math.unverifiable", "warn", "math-verify cannot parse or compare the answers")
+register_reason("math.verify_timeout", "warn", "math-verify ran out of time comparing the answers")
 
 _BOXED_START = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _NUMBER = re.compile(r"^-?\d+(?:\.\d+)?$")
@@ -166,10 +168,16 @@ class BoxedAnswerCheck(Check):
 
     name = "boxed_answer"
     family = "math"
-    codes: ClassVar[tuple[str, ...]] = ("math.no_boxed", "math.multiple_boxed", "math.mismatch", "math.unverifiable")
+    codes: ClassVar[tuple[str, ...]] = (
+        "math.no_boxed", "math.multiple_boxed", "math.mismatch", "math.unverifiable", "math.verify_timeout",
+    )  # fmt: skip
+    #: the pool's outcomes that are a finding, as reason codes ("ok" is none)
+    OUTCOME_CODES: ClassVar[dict[str, str]] = {
+        "mismatch": "math.mismatch", "unverifiable": "math.unverifiable", "timeout": "math.verify_timeout",
+    }  # fmt: skip
 
     def __init__(self, verify_timeout: float = 5.0, verify_workers: int = 1) -> None:
-        self.verifier = MathVerifier(timeout=verify_timeout, workers=verify_workers)
+        self.verifier = VerifyPool(timeout=verify_timeout, workers=verify_workers)
 
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         rows, answer = category_answers(batch, "math")
@@ -198,8 +206,8 @@ class BoxedAnswerCheck(Check):
                 pending.append((i, answer_core(str(expected)), answer_core(boxes[-1])))
         outcomes = self.verifier.verify_many([(gold, pred) for _, gold, pred in pending])
         for (i, _, _), outcome in zip(pending, outcomes, strict=True):
-            if outcome != "ok":
-                codes[i].append("math." + outcome)
+            if outcome.verdict != OK:
+                codes[i].append(self.OUTCOME_CODES[outcome.verdict])
         return add_reasons(batch, [unique_codes(c) for c in codes])
 
     def close(self) -> None:
