@@ -16,6 +16,7 @@ from test_train_common import config, make_tiny, setup
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from posttrain.errors import PosttrainError
+from posttrain.progress import ProgressEvent
 from posttrain.train import run_train, tokenizer_fingerprint
 from posttrain.train.data import CategoryIndex, PackedDataset, TrainPacks, build_loader
 
@@ -31,24 +32,37 @@ def step_records(out: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def full_run(tmp_path_factory):
-    """Three optimizer steps of two micro-batches of one pack, a checkpoint after every step."""
+def full_run_events(tmp_path_factory):
+    """Three optimizer steps of two micro-batches of one pack, a checkpoint after every step; its progress."""
     out = tmp_path_factory.mktemp("full") / "run"
-    return run_train(config(out, **RUN))
+    events: list[ProgressEvent] = []
+    return run_train(config(out, **RUN), on_progress=events.append), events
+
+
+@pytest.fixture(scope="module")
+def full_run(full_run_events):
+    return full_run_events[0]
 
 
 def test_resume_continues_with_the_exact_next_packs_and_losses(full_run, tmp_path):
     out = tmp_path / "run"
     cfg = config(out, **RUN)
 
+    steps = []
+
     def crash_in_step_3(event):
-        if event["kind"] == "step" and event["step"] == 3:
+        steps.append(event.advance)
+        if sum(steps) == 3:
             raise Crash  # after step 3 ran, before its checkpoint: the run dies
 
     with pytest.raises(Crash):
         run_train(cfg, on_progress=crash_in_step_3)
-    resumed = run_train(cfg)
+    events: list[ProgressEvent] = []
+    resumed = run_train(cfg, on_progress=events.append)
     assert resumed.resumed_from == 2
+    # the bar covers the step still to run; the start line says where the run stands
+    assert events[0].total == 1 and "3 steps, resuming after step 2" in events[0].message
+    assert sum(e.advance for e in events) == 1
     assert resumed.losses == full_run.losses  # bit-identical (fp32, CPU)
     assert [r["packs"] for r in step_records(out)] == [r["packs"] for r in step_records(full_run.out_dir)]
     a, b = load_file(full_run.output / "model.safetensors"), load_file(resumed.output / "model.safetensors")
@@ -86,6 +100,24 @@ def test_outputs_are_a_servable_model_with_its_record(full_run):
     logs = [json.loads(ln) for ln in (out / "train_log.jsonl").read_text().splitlines() if '"kind": "log"' in ln]
     assert logs and all(any(k.startswith("loss/") for k in r) and "grad_norm" in r for r in logs)
     assert json.loads((out / "summary.json").read_text())["steps"] == 3
+
+
+def test_progress_is_events_of_the_train_phase(full_run_events):
+    """One advance per optimizer step with its tokens, total = max_steps, lines for the start, the steps
+    at the logging interval, every checkpoint and the end; train_log.jsonl stays the record."""
+    summary, events = full_run_events
+    assert {e.phase for e in events} == {"train"} and {e.unit for e in events} == {"steps"}
+    assert events[0].total == RUN["max_steps"] and events[0].message.startswith("training ")
+    assert sum(e.advance for e in events) == summary.steps == 3
+    assert sum(e.tokens for e in events) == summary.tokens == sum(r["tokens"] for r in step_records(summary.out_dir))
+    lines = [e.message for e in events if e.message]
+    assert [line.split()[0] for line in lines] == ["training", "saved", "step", "saved", "step", "saved", "done:"]
+    records = step_records(summary.out_dir)
+    for line, r in ((lines[2], records[1]), (lines[4], records[2])):  # logging_steps=2, and the last step
+        assert line.startswith(f"step {r['step']}/3 loss {r['loss']:.4f} lr {r['lr']:.3g} ")
+    assert lines[1].endswith("checkpoint-1") and lines[5].endswith("checkpoint-3")
+    assert lines[-1].startswith(f"done: 3 steps, final loss {summary.losses[-1]:.4f}")
+    assert lines[-1].endswith(f"model in {summary.output}")
 
 
 def test_each_rank_reads_disjoint_packs_once_per_epoch():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -21,8 +21,10 @@ def register(app: typer.Typer) -> None:
 
 
 def train(
+    ctx: typer.Context,
     recipe_file: Annotated[
-        str | None, typer.Argument(metavar="[RECIPE]", help="A recipe whose `train:` section holds the settings.")
+        str | None, typer.Argument(metavar="[RECIPE]", help="A recipe whose `train:` section holds the settings "
+                                   "(`train.shards` defaults to its `output.dir`), or a file of train keys only.")
     ] = None,
     model: Annotated[str | None, typer.Option(help="Model folder, hub id, or smollm2-135m-instruct (the default).")] = None,
     shards: Annotated[
@@ -39,29 +41,26 @@ def train(
 ) -> None:
     """Fine-tune with transformers' Trainer on padding-free packs (assistant tokens only, no attention across
     documents); writes DIR/model (an HF folder with its tokenizer and chat template), DIR/train_log.jsonl and
-    checkpoints. Without --shards or a recipe: DIR/prepare holds the shards and DIR/train the run. Many GPUs: `torchrun ... -m posttrain.train` with the same settings (see its --help)."""
-    from posttrain.train import TrainConfig, run_train
-    from posttrain.train.__main__ import load_config
+    checkpoints. Options override the recipe's `train:` keys; its `train.out` holds unless --out is given. Without
+    --shards or a recipe: DIR/prepare holds the shards and DIR/train the run. Many GPUs: `torchrun ... -m
+    posttrain.train` with the same settings (see its --help)."""
+    from posttrain.config import TrainConfig, load_recipe, override
+    from posttrain.train import run_train
     from posttrain.train.model import resolve_model
 
-    overrides: dict[str, Any] = {"out": out}
-    for key, value in (("model", model), ("shards", shards), ("max_steps", max_steps), ("lr", lr)):
-        if value is not None:
-            overrides[key] = value
-    if lora is not None:
-        overrides["lora"] = {"r": lora}
-    if recipe_file:
-        config = load_config(recipe_file, [f"{k}={v}" for k, v in overrides.items() if k != "lora"])
-        config = config.model_copy(update={k: v for k, v in overrides.items() if k == "lora"})
-        config = TrainConfig.model_validate(config.model_dump())
-    else:
-        config = TrainConfig.model_validate(overrides)
+    flags = {"model": model, "shards": shards, "max_steps": max_steps, "lr": lr, "lora.r": lora}
+    # the default --out never hides the recipe's own train.out (by name: typer ships its own click)
+    if not recipe_file or ctx.get_parameter_source("out").name != "DEFAULT":
+        flags["out"] = out
+    recipe = override(load_recipe(recipe_file, bare="train"),
+                      {f"train.{key}": value for key, value in flags.items() if value is not None})
+    config = recipe.train_config() if recipe_file else recipe.train or TrainConfig()
     with Bars(progress) as bars:
         if config.shards is None:
             # both inside DIR, neither inside the other: DIR/prepare (shards) and DIR/train (the run)
             prepared = _prepare_for(resolve_model(config.model), Path(out) / "prepare", seq_len, bars)
             config = config.model_copy(update={"shards": str(prepared), "out": str(Path(out) / "train")})
-        summary = run_train(config, on_progress=_to_events(bars))
+        summary = run_train(config, on_progress=bars)
     console.print(
         f"trained {summary.steps} steps, final loss {summary.final_loss}, {summary.tokens_per_second:,.0f} tokens/s; "
         f"model in {escape(str(summary.output))}", highlight=False,
@@ -82,22 +81,3 @@ def _prepare_for(model_dir: str, out: Path, seq_len: int, bars: Bars) -> Path:
                                           f"(splits {', '.join(NO_TOOL_SPLITS)}: its template writes no tool calls)"))
     run_prepare(recipe_from_dict(data, "posttrain train"), on_progress=bars)
     return out
-
-
-def _to_events(bars: Bars):
-    """The trainer's step events as one progress bar (steps, tokens/s) on the main process."""
-    state = {"last": 0}
-
-    def on_progress(event: dict[str, Any]) -> None:
-        if not event.get("is_main"):
-            return
-        if event["kind"] == "start":
-            bars(ProgressEvent("train", message=f"training {event['model']} on {event['num_packs']} packs, "
-                                                f"{event['world_size']} process(es), {event['attn_implementation']}"))
-        elif event["kind"] == "step":
-            step = int(event["step"])
-            bars(ProgressEvent("train", advance=step - state["last"], total=event.get("max_steps"), unit="steps",
-                               tokens=int(event.get("tokens") or 0)))  # fmt: skip
-            state["last"] = step
-
-    return on_progress

@@ -39,8 +39,8 @@ otherwise): the pack order and the position in it are part of the checkpoint.
 
 from __future__ import annotations
 
+from posttrain.config import DEFAULT_MODEL, LoraSettings, TrainConfig
 from posttrain.io.tokenizer_fingerprint import fingerprint_mismatch, tokenizer_fingerprint
-from posttrain.train.config import DEFAULT_MODEL, LoraSettings, TrainConfig
 from posttrain.train.model import convert_gguf, default_gguf_path, default_model_dir, export_gguf_tokenizer
 from posttrain.train.run import TrainSummary, run_train
 

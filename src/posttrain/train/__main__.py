@@ -1,70 +1,37 @@
 """`python -m posttrain.train CONFIG [key=value ...]`: the entry point torchrun / accelerate launch run.
 
-CONFIG is a YAML or JSON file with the `TrainConfig` keys, or a recipe whose `train:` section
-holds them (then `train.shards` defaults to the recipe's `output.dir`). `key=value` arguments
-override single keys (`lora.r=8`, `max_steps=100`; values are parsed as YAML).
+CONFIG is read by the one recipe loader (`posttrain.config.load_recipe`): a recipe whose `train:`
+section holds the settings (`train.shards` defaults to the recipe's `output.dir`), or a file with
+no recipe section at all (no `source:`, `pack:`, `output:`, ...), which is read as the `train:`
+section itself: a YAML of train keys, or the JSON `TrainConfig.model_dump_json()` writes.
+`key=value` arguments set train keys through the recipe's override mechanism (`lora.r=8`,
+`max_steps=100`; values are parsed as YAML). An error is one line naming the key's path.
 `--accelerate-config ddp|fsdp2` prints the path of a shipped accelerate config file.
-Progress is printed by the main process only, one plain line per step.
+Progress is printed by the main process only, as plain lines: the lines of the run's progress
+events (start, the step's loss and lr every `logging_steps`, checkpoints, the end).
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
-import yaml
-from pydantic import ValidationError
-
+from posttrain.config import TrainConfig, load_recipe, override, parse_assignments
 from posttrain.errors import PosttrainError
-from posttrain.train.config import TrainConfig
+from posttrain.progress import ProgressEvent
 
 CONFIGS = Path(__file__).parent / "configs"
 
 
-def load_config(path: str, overrides: list[str]) -> TrainConfig:
-    """A TrainConfig from a config file or a recipe's `train:` section, plus `key=value` overrides."""
-    p = Path(path)
-    if not p.is_file():
-        raise PosttrainError("no such config file", place=path, fix="give a YAML/JSON file with the train keys")
-    data: dict[str, Any] = yaml.safe_load(p.read_text()) or {}
-    if "train" in data:  # a recipe
-        section = dict(data.get("train") or {})
-        section.setdefault("shards", (data.get("output") or {}).get("dir"))
-        data = section
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise PosttrainError(f"expected key=value, got {item!r}", place="arguments", fix="e.g. max_steps=100")
-        node = data
-        *parents, last = key.split(".")
-        for part in parents:
-            if not isinstance(node.get(part), dict):
-                node[part] = {}
-            node = node[part]
-        node[last] = yaml.safe_load(value)
-    try:
-        return TrainConfig.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        raise PosttrainError(f"'{where}': {err['msg']}", place=path, fix="see posttrain.train.TrainConfig") from None
+def load_config(path: str, assignments: list[str]) -> TrainConfig:
+    """The train settings of a recipe or train file, with `key=value` assignments to train keys applied."""
+    recipe = override(load_recipe(path, bare="train"), parse_assignments(assignments, prefix="train."))
+    return recipe.train_config()
 
 
-def _print(event: dict[str, Any]) -> None:
-    if not event.get("is_main"):
-        return
-    kind = event["kind"]
-    if kind == "start":
-        print(f"training {event['model']} on {event['num_packs']} packs, {event['world_size']} process(es), "
-              f"{event['attn_implementation']}, {event['precision']}", flush=True)
-    elif kind == "step":
-        print(f"step {event['step']}/{event['max_steps']} loss {event['loss']:.4f} lr {event['lr']:.3g} "
-              f"{event['tokens_per_second'] or 0:,.0f} tok/s", flush=True)
-    elif kind == "save":
-        print(f"saved {event['checkpoint']}", flush=True)
-    elif kind == "end":
-        print(f"done: {event['steps']} steps, final loss {event['final_loss']}, model in {event['output']}", flush=True)
+def _print(event: ProgressEvent) -> None:
+    if event.message:
+        print(event.message, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

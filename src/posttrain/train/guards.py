@@ -19,10 +19,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from posttrain.config import TrainConfig
 from posttrain.errors import PosttrainError
 from posttrain.io.tokenizer import resolve_tokenizer_dir
 from posttrain.io.tokenizer_fingerprint import fingerprint_mismatch, tokenizer_fingerprint
-from posttrain.train.config import TrainConfig
 from posttrain.train.data import ShardSet, data_position, next_packs
 
 CONFIG_FILE, LOG_FILE, SUMMARY_FILE = "train_config.json", "train_log.jsonl", "summary.json"

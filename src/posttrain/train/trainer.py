@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,12 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import ExportableState
 
 from posttrain.errors import PosttrainError
+from posttrain.progress import OnProgress, ProgressEvent
 from posttrain.train.data import PackLoader, data_position, next_packs
 from posttrain.train.loss import LossMeter, model_inputs, summarize, target_mask, token_losses
+
+#: The progress phase of a training run.
+PHASE = "train"
 
 
 class PackedTrainer(Trainer):
@@ -87,13 +90,21 @@ class PackedTrainer(Trainer):
 
 
 class StepRecorder(TrainerCallback):
-    """After every optimizer step: reduce the step's sums over processes, write the JSONL record,
-    tell the caller. Every process takes part in the reduction; only the main one writes."""
+    """After every optimizer step: reduce the step's sums over processes, write the JSONL record
+    (the record of the run), and report progress (a display). Every process takes part in the
+    reduction; only the main one writes and reports.
 
-    def __init__(self, trainer: PackedTrainer, log_path: Path, on_progress: Callable[[dict[str, Any]], None],
-                 pack_slots: int) -> None:
-        self.trainer, self.log_path, self.on_progress = trainer, log_path, on_progress
+    Progress: phase "train" in "steps", one advance per optimizer step with the step's tokens (all
+    processes). `total` is the steps this call runs: `max_steps`, less those a resumed checkpoint
+    already did, so the bar and its rates cover the work in front of it. Lines (`message`): the
+    start, the step's loss and lr every `logging_steps` and at the last step, every checkpoint.
+    """
+
+    def __init__(self, trainer: PackedTrainer, log_path: Path, on_progress: OnProgress | None,
+                 pack_slots: int, describe: str) -> None:
+        self.trainer, self.log_path, self.report = trainer, log_path, on_progress
         self.pack_slots = pack_slots  # pack slots per process and step: micro_batch x grad_accum
+        self.describe = describe  # what is trained, on what: the start line
         self.records: list[dict[str, Any]] = []
         self._t0 = time.perf_counter()
         self._lr = float("nan")
@@ -105,8 +116,17 @@ class StepRecorder(TrainerCallback):
             with open(self.log_path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record, ensure_ascii=False) + "\n")
 
+    def _progress(self, state: Any, event: ProgressEvent) -> None:
+        if self.report is not None and state.is_world_process_zero:
+            self.report(event)
+
     def on_train_begin(self, args, state, control, **kwargs):
         self._train_t0 = time.perf_counter()
+        done = state.global_step  # > 0 when resumed from a checkpoint
+        line = f"{self.describe}: {state.max_steps} steps"
+        if done:
+            line += f", resuming after step {done}"
+        self._progress(state, ProgressEvent(PHASE, total=max(state.max_steps - done, 0), unit="steps", message=line))
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._t0 = time.perf_counter()
@@ -142,24 +162,31 @@ class StepRecorder(TrainerCallback):
         }
         self.records.append(record)
         self._write(state, record)
-        self.on_progress({"kind": "step", "max_steps": state.max_steps, "is_main": state.is_world_process_zero,
-                          "rank": args.process_index, **record})
+        step = state.global_step
+        line = None
+        if step % args.logging_steps == 0 or step == state.max_steps:
+            line = step_line(step, state.max_steps, record["loss"], self._lr, record["tokens_per_second"])
+        self._progress(state, ProgressEvent(PHASE, advance=1, unit="steps", tokens=int(stats["tokens"]), message=line))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not logs or "loss" not in logs:
-            return
-        record = {"kind": "log", "step": state.global_step, **logs}
-        self._write(state, record)
-        self.on_progress({"kind": "log", "is_main": state.is_world_process_zero, "rank": args.process_index,
-                          **record})
+        if logs and "loss" in logs:
+            self._write(state, {"kind": "log", "step": state.global_step, **logs})
 
     def on_save(self, args, state, control, **kwargs):
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        self.on_progress({"kind": "save", "step": state.global_step, "checkpoint": str(folder),
-                          "is_main": state.is_world_process_zero, "rank": args.process_index})
+        self._progress(state, ProgressEvent(PHASE, unit="steps", message=f"saved {folder}"))
 
     def on_train_end(self, args, state, control, **kwargs):
         self.train_seconds = time.perf_counter() - self._train_t0
+
+
+def step_line(step: int, max_steps: int, loss: float, lr: float, tokens_per_second: float | None) -> str:
+    """The progress line of one optimizer step.
+
+    >>> step_line(20, 100, 2.34567, 1.5e-05, 12345.6)
+    'step 20/100 loss 2.3457 lr 1.5e-05 12,346 tok/s'
+    """
+    return f"step {step}/{max_steps} loss {loss:.4f} lr {lr:.3g} {tokens_per_second or 0:,.0f} tok/s"
 
 
 class DataPosition(TrainerCallback, ExportableState):

@@ -1,7 +1,7 @@
-"""`TrainConfig`: the `train:` section of a recipe, as a pydantic model (unknown keys are errors).
+"""The recipe's `train:` section (`TrainConfig`): what `posttrain train` and `python -m posttrain.train` run.
 
-Only pydantic and the standard library are imported here, so the section can move into the
-recipe's core config module unchanged. Every key changes what `run_train` does; none is decorative.
+Core like every section: pydantic and the standard library only, so a recipe with a `train:`
+section loads without torch. Every key changes what `posttrain.train.run_train` does.
 
 >>> c = TrainConfig(shards="out/prepare", max_steps=10)
 >>> c.model, c.precision, c.lora is None
@@ -17,9 +17,9 @@ True
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 #: The model used when `train.model` is not set: SmolLM2-135M-Instruct, converted once from GGUF.
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -32,13 +32,21 @@ RESUMABLE_CHANGES = frozenset({
 })
 
 
+def _twice_rank(data: dict[str, Any]) -> float:
+    # `r` is missing only when it failed validation; that error is the one reported
+    return 2.0 * data.get("r", 16)
+
+
 class LoraSettings(BaseModel):
     """LoRA adapters via peft; the base weights stay frozen."""
 
     model_config = ConfigDict(extra="forbid")
 
     r: int = Field(16, ge=1, description="adapter rank")
-    alpha: float | None = Field(None, gt=0, description="scaling numerator (lora_alpha); null = 2 * r")
+    # a default from the validated rank, not a validator that fills it in: a default is not a key
+    # the user set, so an override of `r` alone (`lora.r=8`, `--lora 8`) moves alpha with it
+    alpha: float = Field(default_factory=_twice_rank, gt=0, description="scaling numerator (lora_alpha); "
+                         "default (or null) 2 * r")
     dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the adapter input")
     target_modules: list[str] | Literal["all-linear"] = Field(
         "all-linear", description="module names to adapt, or 'all-linear' (every linear layer but the output head)"
@@ -48,11 +56,10 @@ class LoraSettings(BaseModel):
         "the base is loaded on the main process's CPU); false saves the adapter folder only"
     )
 
-    @model_validator(mode="after")
-    def _default_alpha(self) -> LoraSettings:
-        if self.alpha is None:
-            self.alpha = float(2 * self.r)
-        return self
+    @field_validator("alpha", mode="before")
+    @classmethod
+    def _null_alpha(cls, value: Any, info: ValidationInfo) -> Any:
+        return _twice_rank(info.data) if value is None else value
 
 
 class TrainConfig(BaseModel):
@@ -89,7 +96,10 @@ class TrainConfig(BaseModel):
     lora: LoraSettings | None = Field(None, description="null = full fine-tune")
     save_steps: int = Field(500, ge=1, description="checkpoint every N optimizer steps (and at the end)")
     save_total_limit: int | None = Field(2, ge=1, description="checkpoints kept; null keeps all")
-    logging_steps: int = Field(10, ge=1, description="steps per aggregated log record (grad norm, lr, per-category loss)")
+    logging_steps: int = Field(
+        10, ge=1, description="steps per aggregated log record (grad norm, lr, per-category loss) and per "
+        "progress line (the step's loss and lr)"
+    )
     num_workers: int = Field(1, ge=0, description="DataLoader worker processes reading shards")
     report_to: list[str] = Field(default_factory=list, description="transformers integrations, e.g. ['tensorboard']")
     resume: bool = Field(True, description="continue from the latest checkpoint in `out` when there is one")
