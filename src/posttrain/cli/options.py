@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import os
+import sys
 import traceback
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
@@ -150,6 +152,10 @@ def handle_errors(fn: F) -> F:
             # user text (paths, recipe keys) is printed as given: never read as rich markup
             err_console.print(Text.assemble(("error:", "bold red"), " ", str(exc)), highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
+        except BrokenPipeError:  # `posttrain recipe --default | head`: the reader left; nothing went wrong
+            # Python's advice: point stdout at devnull so the interpreter's final flush cannot fail again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(0) from None
         except OSError as exc:  # the disk, not posttrain: a full disk, a read-only or missing folder
             if DEBUG["on"]:
                 traceback.print_exc()

@@ -30,6 +30,21 @@ def recipe(
         check_local_paths(r)
     print(f"# posttrain recipe (hash {r.hash()})")
     print(r.to_yaml(), end="")
+    if r.train is None:
+        print(commented_train_section(), end="")
+
+
+def commented_train_section() -> str:
+    """The optional `train:` section with its defaults, commented out: shown, but not part of the recipe
+    (so the printed recipe still reads back to the same recipe, and prepare records no train settings)."""
+    import yaml
+
+    from posttrain.config import TrainConfig
+
+    body = yaml.safe_dump({"train": TrainConfig().model_dump(mode="json")}, sort_keys=False, allow_unicode=True)
+    lines = ["# optional: settings for `posttrain train` (train.shards defaults to output.dir)"]
+    lines += [f"# {line}" for line in body.splitlines()]
+    return "\n".join(lines) + "\n"
 
 
 def check_local_paths(r) -> None:
