@@ -17,6 +17,7 @@ Severity lives in one registry (`register_reason`) so a recipe can override it p
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -55,6 +56,19 @@ def register_reason(code: str, severity: Severity, message: str) -> ReasonCode:
 def reason_codes() -> dict[str, ReasonCode]:
     """All declared reason codes."""
     return dict(_REGISTRY)
+
+
+def unknown_codes(codes: Iterable[str]) -> dict[str, str | None]:
+    """The codes no module declared, each with the closest declared code (or None): a misspelt code in a
+    severity override would otherwise change nothing, silently. Call it after the stages are imported.
+
+    >>> unknown_codes(["metadata.invalid_json", "metadata.invalid_jsn", "nothing.like.it"])
+    {'metadata.invalid_jsn': 'metadata.invalid_json', 'nothing.like.it': None}
+    """
+    import difflib
+
+    known = sorted(_REGISTRY)
+    return {c: next(iter(difflib.get_close_matches(c, known, n=1)), None) for c in codes if c not in _REGISTRY}
 
 
 def severity_of(code: str, overrides: dict[str, Severity] | None = None) -> Severity:

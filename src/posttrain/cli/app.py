@@ -52,6 +52,7 @@ def _register_all() -> None:
         info,
         inspect,
         prepare,
+        reasons,
         rehydrate,
         report,
         select,
@@ -60,7 +61,7 @@ def _register_all() -> None:
     )
 
     for module in (info, inspect, validate, rehydrate, report, dedup, decontaminate, select, prepare, export, train,
-                   eval):
+                   eval, reasons):
         module.register(app)
     for cmd in app.registered_commands:
         if cmd.name in WRITERS:
