@@ -109,3 +109,33 @@ def write_dataset(root: Path, n: int, mean_bytes: int = 17_000, seed: int = 0, r
             table = pa.Table.from_pylist(rows, schema=NEMOTRON_SCHEMA)
             pq.write_table(table, root / "data" / f"{PREFIX[split]}-00000-of-00001.parquet", row_group_size=row_group)
     return text_bytes
+
+
+def with_expected_answer(row: dict, i: int, seed: int, mismatch: float = 0.02) -> dict:
+    """A math `make_row` row given `metadata.expected_answer`: its boxed number, except in a `mismatch`
+    share of rows (chosen by a hash of (seed, i)) where the expected answer is off by one, as a
+    validation benchmark needs: the real math split mostly agrees with its expected answers."""
+    if row["category"] != "math":
+        return row
+    boxed = row["messages"][-1]["content"].rsplit("\\boxed{", 1)[1].split("}", 1)[0]
+    wrong = random.Random(f"expected-{seed}-{i}").random() < mismatch
+    expected = str(int(boxed) + 1) if wrong else boxed
+    return {**row, "metadata": json.dumps({"bench": True, "expected_answer": expected})}
+
+
+def write_checked_dataset(root: Path, n: int, mean_bytes: int = 15_000, seed: int = 0, row_group: int = 500) -> int:
+    """`write_dataset`'s rows with math answers to check (`with_expected_answer`); returns the bytes of text."""
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    text_bytes = 0
+    rng = random.Random(seed)
+    names, weights = list(SPLITS), list(SPLITS.values())
+    by_split: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    for i in range(n):
+        split = rng.choices(names, weights)[0]
+        by_split[split].append(with_expected_answer(make_row(i, split, mean_bytes, seed), i, seed))
+    for split, rows in by_split.items():
+        text_bytes += sum(len(m["content"].encode()) for r in rows for m in r["messages"])
+        if rows:
+            table = pa.Table.from_pylist(rows, schema=NEMOTRON_SCHEMA)
+            pq.write_table(table, root / "data" / f"{PREFIX[split]}-00000-of-00001.parquet", row_group_size=row_group)
+    return text_bytes

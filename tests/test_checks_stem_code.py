@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import random
+import re
+import threading
+from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from posttrain.schema import NEMOTRON_SCHEMA
-from posttrain.stages.checks.code import CodeBlockCheck, code_blocks, python_syntax_error
+from posttrain.stages.checks.code import FENCE, CodeBlockCheck, code_blocks, gc_paused, python_syntax_error
 from posttrain.stages.checks.stem import ChoiceLetterCheck, answer_letter
 
 
@@ -73,3 +79,60 @@ def test_syntax_error_names_the_line():
     assert [b.language for b in code_blocks("```Python3 title\nx\n```")] == ["python3"]
     snippet = CodeBlockCheck().describe(row("code", "```python\nok = 1\nbad = (\n```"), "code.syntax_error")
     assert snippet.startswith("line 2") or "never closed" in snippet
+
+
+# the fence as first written, body matched a character at a time: the reference for `FENCE`
+REFERENCE_FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})[ \t]*([\w+#.-]*)[^\n]*\n(.*?)^[ \t]*\1", re.MULTILINE | re.DOTALL)
+FENCE_PIECES = ["```", "````", "~~~", "~~~~", "``", "\n", "\n", " ", "\t", "python", "py3", "c++", "x = 1", "\r\n",
+                "é", "`", "~", "  ```", "```python\n", "\n```\n", "{"]  # fmt: skip
+
+
+def fences(pattern, text):
+    return [(m.span(), m.groups()) for m in pattern.finditer(text)]
+
+
+def test_fence_matches_the_reference_pattern():
+    """The line-wise body finds the same blocks, spans and groups as the character-wise one, on
+    Markdown built from fence fragments and on every message of the bundled sample."""
+    from posttrain.sample import sample_root
+
+    rng = random.Random(3)
+    texts = ["".join(rng.choice(FENCE_PIECES) for _ in range(rng.randint(0, 16))) for _ in range(20000)]
+    for path in sorted((Path(sample_root()) / "data").rglob("*.parquet")):
+        for messages in pq.read_table(path, columns=["messages"]).column("messages").to_pylist():
+            texts += [m["content"] or "" for m in messages or []]
+    found = 0
+    for text in texts:
+        want = fences(REFERENCE_FENCE, text)
+        assert fences(FENCE, text) == want, text
+        found += len(want)
+    assert found > 2000
+
+
+def test_gc_paused_restores_the_collector():
+    assert gc.isenabled()
+    with gc_paused:
+        assert not gc.isenabled()
+        with gc_paused:  # nested, as two threads judging at once
+            pass
+        assert not gc.isenabled()  # the outer pauser is still parsing
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused:
+            pass
+        assert not gc.isenabled()  # a collector switched off before stays off
+    finally:
+        gc.enable()
+    done = []
+
+    def parse() -> None:
+        with gc_paused:
+            done.append(python_syntax_error("x = 1\n"))
+
+    threads = [threading.Thread(target=parse) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert done == [None] * 8 and gc.isenabled()

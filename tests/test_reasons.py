@@ -54,3 +54,12 @@ def test_reasons_command_lists_codes_with_their_severity() -> None:
                          text=True, timeout=120, check=True).stdout.splitlines()
     assert [line.split()[:2] for line in out] == [["privacy.card", "warn"], ["privacy.email", "warn"],
                                                   ["privacy.phone", "warn"], ["privacy.secret", "warn"]]
+
+
+def test_validate_refuses_a_misspelt_severity_in_one_line(tmp_path) -> None:
+    done = subprocess.run([sys.executable, "-m", "posttrain.cli.app", "validate", "--limit", "10", "--out",
+                           str(tmp_path / "v"), "--severity", "privacy.emial=error", "--no-progress"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "privacy.emial" in done.stderr and "privacy.email" in done.stderr and "posttrain reasons" in done.stderr
+    assert not (tmp_path / "v").exists()

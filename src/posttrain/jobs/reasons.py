@@ -23,6 +23,7 @@ REASON_MODULES = (
     "posttrain.stages.checks",
     "posttrain.stages.decontaminate",
     "posttrain.stages.filters",
+    "posttrain.stages.heldout",
     "posttrain.stages.rehydrate",
     "posttrain.stages.render.content",
     "posttrain.stages.render.jinja",
@@ -41,11 +42,10 @@ def load_all_reason_codes() -> None:
 
 def check_severity_codes(codes: Iterable[str], place: str) -> None:
     """Refuse, in one line, a severity override naming a code posttrain never writes."""
-    codes = list(codes)
-    if not codes:
-        return
-    load_all_reason_codes()
     unknown = unknown_codes(codes)
+    if unknown:  # only then import every declaring module (start-up time): the code may be declared there
+        load_all_reason_codes()
+        unknown = unknown_codes(unknown)
     if unknown:
         code, near = next(iter(unknown.items()))
         hint = f"did you mean {near!r}? " if near else ""

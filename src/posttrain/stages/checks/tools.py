@@ -19,7 +19,6 @@ import json
 from functools import lru_cache
 from typing import Any, ClassVar
 
-import jsonschema
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -39,6 +38,8 @@ _ANY_OBJECT = '{"type": "object"}'
 @lru_cache(maxsize=4096)
 def _validator(schema_text: str) -> Any | None:
     """A compiled validator for a JSON Schema given as canonical JSON text; None when the schema is invalid."""
+    import jsonschema  # here, not at the top: ~0.1 s of start-up that sources without tool specs never need
+
     schema = json.loads(schema_text)
     try:
         cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
