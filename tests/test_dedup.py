@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from posttrain.config import DedupConfig
 from posttrain.reduce.dedup.exact import KEY_RECORD, ExactDedup, group_ranks
 from posttrain.reduce.dedup.keys import (
+    WS_RUN,
     exact_key_text,
     hash128,
     normalize_exact,
@@ -22,7 +24,14 @@ from posttrain.reduce.dedup.keys import (
     withheld_mask,
 )
 from posttrain.reduce.dedup.lsh import candidate_probability, optimal_bands_rows
-from posttrain.reduce.dedup.shingles import jaccard_sorted, normalize_for_shingles, shingle_hashes
+from posttrain.reduce.dedup.near import component_labels
+from posttrain.reduce.dedup.shingles import (
+    jaccard_sorted,
+    minhash_matrix,
+    normalize_for_shingles,
+    shingle_hashes,
+    shingle_set,
+)
 from posttrain.reduce.dedup.spill import PartitionedSpill
 from posttrain.schema import NEMOTRON_SCHEMA
 
@@ -125,10 +134,13 @@ def test_word_shingles_match_a_python_reference(texts, n):
     norm = normalize_for_shingles(pa.array(texts))
     flat, offsets = shingle_hashes(norm, "word", n)
     ref = [_ref_shingles(t, n) for t in norm.to_pylist()]
-    assert np.diff(offsets).tolist() == [len(r) for r in ref]
+    sets = [shingle_set(flat[offsets[i] : offsets[i + 1]]) for i in range(len(texts))]
+    assert [len(s) for s in sets] == [len(r) for r in ref]
+    # in text order with repeats: one hash per word position (one for a row shorter than n words)
+    assert np.diff(offsets).tolist() == [max(len(t.split()) - n + 1, 1) if t else 0 for t in norm.to_pylist()]
     for i in range(len(texts)):
         for j in range(len(texts)):
-            a, b = flat[offsets[i] : offsets[i + 1]], flat[offsets[j] : offsets[j + 1]]
+            a, b = sets[i], sets[j]
             if ref[i] or ref[j]:
                 exp = len(ref[i] & ref[j]) / len(ref[i] | ref[j])
                 assert jaccard_sorted(a, b) == pytest.approx(exp)
@@ -146,8 +158,55 @@ def test_char_shingles_are_byte_ngrams(texts, n):
             if not raw
             else ({raw} if len(raw) < n else {raw[k : k + n] for k in range(len(raw) - n + 1)})
         )
-        assert offsets[i + 1] - offsets[i] == len(exp)
-        assert (np.diff(flat[offsets[i] : offsets[i + 1]].astype(np.float64)) > 0).all()  # sorted, unique
+        assert offsets[i + 1] - offsets[i] == (max(len(raw) - n + 1, 1) if raw else 0)
+        assert len(shingle_set(flat[offsets[i] : offsets[i + 1]])) == len(exp)
+
+
+def test_minhash_of_shingles_in_text_order_is_the_minhash_of_their_set():
+    """Shingles are kept in text order with repeats; MinHash signs the set (what LSH relies on)."""
+    texts = ["the cat sat on the mat the cat sat on the mat again", "a b c d e f a b c d e f", "", "x"]
+    flat, offsets = shingle_hashes(normalize_for_shingles(pa.array(texts)), "word", 3)
+    sets = [shingle_set(flat[offsets[i] : offsets[i + 1]]) for i in range(len(texts))]
+    assert np.diff(offsets).tolist()[:2] != [len(x) for x in sets[:2]]  # these rows do repeat shingles
+    set_offsets = np.concatenate([[0], np.cumsum([len(x) for x in sets])]).astype(np.int64)
+    assert np.array_equal(minhash_matrix(flat, offsets, 64, 7), minhash_matrix(np.concatenate(sets), set_offsets, 64, 7))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 30), st.lists(st.tuples(st.integers(0, 29), st.integers(0, 29)), max_size=40))
+def test_component_labels_match_a_graph_search(n, edges):
+    edges = [(a % n, b % n) for a, b in edges]
+    got = component_labels(n, np.array([a for a, _ in edges], np.int64), np.array([b for _, b in edges], np.int64))
+    adj: dict[int, set[int]] = {i: set() for i in range(n)}
+    for a, b in edges:
+        adj[a].add(b)
+        adj[b].add(a)
+    for start in range(n):  # every node's label is the smallest node it reaches
+        seen, todo = {start}, [start]
+        while todo:
+            for nxt in adj[todo.pop()] - seen:
+                seen.add(nxt)
+                todo.append(nxt)
+        assert got[start] == min(seen)
+
+
+def _two_pass_normalization(text: pa.Array) -> pa.Array:
+    """The normalization as first written: punctuation runs to a space, then whitespace runs."""
+    text = pc.utf8_lower(pc.utf8_normalize(text.fill_null(""), "NFKC"))
+    text = pc.replace_substring_regex(text, r"[^\p{L}\p{N}\s]+", " ")
+    return pc.utf8_trim_whitespace(pc.replace_substring_regex(text, WS_RUN, " "))
+
+
+messy = st.text(alphabet=st.sampled_from(list("aZé9 \t\n\r\f\v.,;-!_()\x1f\x00") +
+                                         ["\x85", "\u00a0", "\u1680", "\u2028", "\u3000", "\u0301",
+                                          "\ufb01", "\u00b2", "\u6f22", "\U0001f600"]), max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(messy, min_size=1, max_size=6))
+def test_shingle_normalization_is_the_two_pass_one(texts):
+    arr = pa.array(texts)
+    assert normalize_for_shingles(arr).to_pylist() == _two_pass_normalization(arr).to_pylist()
 
 
 def test_shingle_normalization_lowercases_and_strips_punctuation():
@@ -274,6 +333,14 @@ def test_spill_partitions_hold_every_record(tmp_path):
         rec["h"] = rng.integers(0, 2**63, 20, dtype=np.uint64) * 2
         rec["row"] = np.arange(20) + 20 * i
         s.add(rec)
-    parts = list(s.partitions())
+    parts = list(s.partitions(group_bytes=0))  # one partition at a time
     assert s.spilled and len(parts) > 1
     assert sorted(np.concatenate(parts)["row"].tolist()) == list(range(200))
+    top = [set((p["h"] >> np.uint64(61)).tolist()) for p in parts]
+    assert all(len(t) == 1 for t in top)
+    # grouped: fewer, bigger pieces; a partition is never split between two of them
+    groups = list(s.partitions(group_bytes=40 * dt.itemsize))
+    assert 1 < len(groups) < len(parts)
+    assert sorted(np.concatenate(groups)["row"].tolist()) == list(range(200))
+    seen = [set((g["h"] >> np.uint64(61)).tolist()) for g in groups]
+    assert all(not (a & b) for i, a in enumerate(seen) for b in seen[i + 1 :])

@@ -16,15 +16,23 @@ Outputs under `out_dir`:
 - ``summary.json``: rows_in == kept + removed, counts by reason, the LSH parameters and S-curve.
 
 Files are written in fixed row groups, so the bytes do not depend on the batch size.
+
+One process, every core: each pass reads ahead on a thread (parquet decoding releases the GIL);
+pass 1 makes each batch's records (`exact_records`, `near_records`, per row) on `_threads()`
+threads and adds them in stream order; pass 2 writes the kept rows on a thread of their own. The
+order of everything written is the stream's, so the bytes are those of a serial run.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -36,10 +44,12 @@ from posttrain.config import DedupConfig
 from posttrain.errors import PosttrainError
 from posttrain.io.outdir import owns_output
 from posttrain.io.parquet import PartWriter, conform
+from posttrain.io.sources import source_batches
 from posttrain.progress import OnProgress, tracked
-from posttrain.reduce.dedup.exact import CODES, ExactDedup
+from posttrain.reduce.dedup.exact import CODES, ExactDedup, exact_records
 from posttrain.reduce.dedup.lsh import s_curve_table
-from posttrain.reduce.dedup.near import NearDedup
+from posttrain.reduce.dedup.near import NearDedup, near_records
+from posttrain.runner.threads import ThreadEngine
 from posttrain.schema import NEMOTRON_SCHEMA
 from posttrain.stage import REASONS, rejected_mask
 
@@ -107,22 +117,32 @@ def run_dedup(
     _prepare_out(out)
     t0 = time.perf_counter()
     work = tempfile.mkdtemp(prefix=".dedup-work-", dir=out)
+    total = getattr(source, "num_rows", None)
+    # the objects alive now (modules, classes) outlive the run: frozen, full collections skip them
+    # (unless the caller froze some: unfreeze would undo theirs)
+    freeze = gc.get_freeze_count() == 0
+    if freeze:
+        gc.freeze()
     try:
         use_exact = config.exact or bool(config.max_responses_per_prompt)
         exact = ExactDedup(config, os.path.join(work, "exact")) if use_exact else None
         near = NearDedup(config, os.path.join(work, "near")) if config.near else None
         uuid_path = os.path.join(work, "uuids.arrow")
         rows_in = unreadable = 0
+        # pass 1: records made on a few threads (see the module doc), added here in stream order
+        batches = _numbered(_readable(tracked(source_batches(source, batch_size, prefetch_depth=2),
+                                              on_progress, "dedup: find", total)))
+        records = _BatchRecords(config if exact else None, config if near else None,
+                                near.bands if near else 0, near.rows if near else 0)
         with pa.OSFile(uuid_path, "wb") as sink, pa.ipc.new_file(sink, pa.schema([("uuid", pa.string())])) as w:
-            for batch, bad in _readable(tracked(_source_rows(source, batch_size), on_progress, "dedup: find",
-                                                getattr(source, "num_rows", None))):
-                unreadable += bad.num_rows if bad is not None else 0
-                rows_in += batch.num_rows
+            for rows, key_recs, near_recs in ThreadEngine(_threads(), retries=0).map_units(records, batches):
+                unreadable += rows.unreadable
+                rows_in += rows.batch.num_rows
                 if exact:
-                    exact.observe(batch)
+                    exact.add(rows.batch.num_rows, *key_recs)
                 if near:
-                    near.observe(batch)
-                w.write_batch(pa.record_batch([batch.column("uuid")], names=["uuid"]))
+                    near.add(rows.batch.num_rows, *near_recs)
+                w.write_batch(pa.record_batch([rows.batch.column("uuid")], names=["uuid"]))
         if exact:
             exact.finish()
         if near:
@@ -136,34 +156,32 @@ def run_dedup(
         by_reason_read: dict[str, int] = {}
         removed_w = PartWriter(out / "removed", REMOVED_SCHEMA)
         seen = 0
-        for batch, bad in _readable(tracked(_source_rows(source, batch_size), on_progress, "dedup: write",
-                                            getattr(source, "num_rows", None))):
-            if bad is not None:  # rows the source could not read (or that have no uuid) go with their code
-                _write_unreadable(removed_w, bad, by_reason_read)
-            n = batch.num_rows
-            codes = np.zeros(n, np.uint8)
-            twins = np.full(n, -1, np.int64)
-            for stage in (exact, near):
-                if stage is not None:
-                    c, t = stage.decisions.lookup(seen, n)
-                    first = (codes == 0) & (c > 0)
-                    codes[first], twins[first] = c[first], t[first]
-            seen += n
-            batch = conform(batch, NEMOTRON_SCHEMA)
-            gone = codes > 0
-            kept_w.write(batch.filter(pa.array(~gone)))
-            if gone.any():
-                idx = np.flatnonzero(gone)
-                reason = pa.array([CODES[c] for c in codes[idx].tolist()], pa.string())
-                twin = uuids.get(twins[idx])
-                cluster = [
-                    f"{int(r):016x}" if c == 3 else None
-                    for c, r in zip(codes[idx].tolist(), _rep_ranks(near, idx + seen - n), strict=True)
-                ]
-                cols = [batch.column(i).take(pa.array(idx)) for i in range(batch.num_columns)]
-                removed_w.write(
-                    pa.RecordBatch.from_arrays(cols + [reason, twin, pa.array(cluster, pa.string())], schema=REMOVED_SCHEMA)
-                )
+
+        def routed() -> Iterator[_Write]:
+            """Pass 2: each batch's rows routed: removed rows written here, kept rows handed on."""
+            nonlocal seen
+            for batch, bad in _readable(tracked(source_batches(source, batch_size, prefetch_depth=2),
+                                                on_progress, "dedup: write", total)):
+                if bad is not None:  # rows the source could not read (or that have no uuid) go with their code
+                    removed_w.write(_unreadable_batch(bad, by_reason_read))
+                n = batch.num_rows
+                codes = np.zeros(n, np.uint8)
+                twins = np.full(n, -1, np.int64)
+                for stage in (exact, near):
+                    if stage is not None:
+                        c, t = stage.decisions.lookup(seen, n)
+                        first = (codes == 0) & (c > 0)
+                        codes[first], twins[first] = c[first], t[first]
+                seen += n
+                batch = conform(batch, NEMOTRON_SCHEMA)
+                gone = codes > 0
+                yield _Write(kept_w, _kept_rows(batch, gone))
+                if gone.any():
+                    removed_w.write(_removed_rows(batch, codes, twins, uuids, near, seen - n))
+
+        # the kept rows (most of the bytes; zstd releases the GIL) are written on their own thread
+        for _ in ThreadEngine(1, retries=0).map_units(_write, routed()):
+            pass
         if seen != rows_in:
             raise PosttrainError(
                 f"the source gave {rows_in} rows on the first pass and {seen} on the second",
@@ -173,6 +191,8 @@ def run_dedup(
         removed_w.close()
         _write_clusters(out / "clusters.parquet", near, uuids)
     finally:
+        if freeze:
+            gc.unfreeze()
         shutil.rmtree(work, ignore_errors=True)
 
     by_reason: dict[str, int] = dict(by_reason_read)
@@ -196,12 +216,74 @@ def run_dedup(
     return summary
 
 
-def _source_rows(source: BatchSource, batch_size: int) -> Any:
-    """The source's batches with their `reasons` when it has the option (a `posttrain.io.sources.Source`)."""
-    try:
-        return source.iter_batches(batch_size=batch_size, with_reasons=True)  # type: ignore[call-arg]
-    except TypeError:  # a plain source without the reasons option
-        return source.iter_batches(batch_size=batch_size)
+def _threads() -> int:
+    """Threads that make pass 1's records: the cores this process may use, at most 4."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(4, cores))
+
+
+@dataclass
+class _Rows:
+    """Readable rows of pass 1, numbered from `start` in the stream (a unit of the record threads)."""
+
+    start: int
+    batch: pa.RecordBatch
+    unreadable: int
+
+    def __repr__(self) -> str:
+        return f"rows {self.start}-{self.start + self.batch.num_rows - 1}"
+
+
+def _numbered(batches: Iterator[tuple[pa.RecordBatch, pa.RecordBatch | None]]) -> Iterator[_Rows]:
+    start = 0
+    for batch, bad in batches:
+        yield _Rows(start, batch, bad.num_rows if bad is not None else 0)
+        start += batch.num_rows
+
+
+@dataclass
+class _BatchRecords:
+    """A batch's exact and near records (`exact_records`, `near_records`): per row, so any thread may
+    make them; None for a policy that is off."""
+
+    exact: DedupConfig | None
+    near: DedupConfig | None
+    bands: int
+    rows: int
+
+    def __call__(self, item: _Rows) -> tuple[_Rows, Any, Any]:
+        key = exact_records(item.batch, self.exact, item.start) if self.exact else None
+        near = near_records(item.batch, self.near, self.bands, self.rows, item.start) if self.near else None
+        return item, key, near
+
+
+@dataclass
+class _Write:
+    """Rows for an output writer (a unit of the writer thread)."""
+
+    writer: PartWriter
+    batch: pa.RecordBatch | pa.Table
+
+    def __repr__(self) -> str:
+        return f"{self.batch.num_rows} rows for {self.writer.directory}"
+
+
+def _write(item: _Write) -> None:
+    item.writer.write(item.batch)
+
+
+def _kept_rows(batch: pa.RecordBatch, gone: np.ndarray) -> pa.Table:
+    """The rows of `batch` where `gone` is False, as zero-copy slices (its runs of kept rows): the
+    writer copies them once into its row group, where `filter` would copy them once before.
+
+    >>> b = pa.record_batch({"x": [0, 1, 2, 3, 4]})
+    >>> t = _kept_rows(b, np.array([True, False, False, True, False]))
+    >>> t["x"].to_pylist(), t["x"].num_chunks
+    ([1, 2, 4], 2)
+    """
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], (~gone).astype(np.int8), [0]])))
+    runs = zip(edges[0::2].tolist(), edges[1::2].tolist(), strict=True)
+    return pa.Table.from_batches([batch.slice(a, b - a) for a, b in runs], schema=batch.schema)
 
 
 def _readable(batches: Any) -> Any:
@@ -219,15 +301,28 @@ def _readable(batches: Any) -> Any:
             yield rows.filter(pa.array(~bad)), batch.filter(pa.array(bad))
 
 
-def _write_unreadable(writer: PartWriter, bad: pa.RecordBatch, counts: dict[str, int]) -> None:
+def _unreadable_batch(bad: pa.RecordBatch, counts: dict[str, int]) -> pa.RecordBatch:
+    """Removed rows for the rows the source could not read, with their code (counted in `counts`)."""
     codes = [next(iter(rs or []), "source.unreadable") for rs in bad.column(REASONS).to_pylist()]
     for c in codes:
         counts[c] = counts.get(c, 0) + 1
     rows = conform(bad, NEMOTRON_SCHEMA)
     n = bad.num_rows
     cols = [rows.column(i) for i in range(rows.num_columns)]
-    writer.write(pa.RecordBatch.from_arrays(cols + [pa.array(codes, pa.string()), pa.nulls(n, pa.string()),
-                                                    pa.nulls(n, pa.string())], schema=REMOVED_SCHEMA))
+    return pa.RecordBatch.from_arrays(cols + [pa.array(codes, pa.string()), pa.nulls(n, pa.string()),
+                                              pa.nulls(n, pa.string())], schema=REMOVED_SCHEMA)
+
+
+def _removed_rows(batch: pa.RecordBatch, codes: np.ndarray, twins: np.ndarray, uuids: Any, near: Any,
+                  first_row: int) -> pa.RecordBatch:
+    """The rows of `batch` (rows numbered from `first_row`) with a removal code, with their reason,
+    twin uuid (`uuids.get`) and cluster id (near only)."""
+    idx = np.flatnonzero(codes > 0)
+    reason = pa.array([CODES[c] for c in codes[idx].tolist()], pa.string())
+    cluster = [f"{int(r):016x}" if c == 3 else None
+               for c, r in zip(codes[idx].tolist(), _rep_ranks(near, idx + first_row), strict=True)]
+    extra = [reason, uuids.get(twins[idx]), pa.array(cluster, pa.string())]
+    return pa.RecordBatch.from_arrays(batch.take(pa.array(idx)).columns + extra, schema=REMOVED_SCHEMA)
 
 
 def _rep_ranks(near: NearDedup | None, rows: np.ndarray) -> list[int]:

@@ -41,9 +41,9 @@ from posttrain.jobs.dedup import (
     _near_summary,
     _prepare_out,
     _readable,
-    _rep_ranks,
+    _removed_rows,
+    _unreadable_batch,
     _write_clusters,
-    _write_unreadable,
 )
 from posttrain.jobs.dedup_passes import decide
 from posttrain.jobs.passes import Passes
@@ -119,11 +119,10 @@ class WriteUnit:
         uuids = RowUuids(self.layout)
         writer = UnitOutput(self.work, u)
         by_reason: dict[str, int] = {}
-        sink = SimpleNamespace(write=lambda data: writer.write("removed", data))
         try:
             for batch, bad in _readable(self.rows.batches(u)):
                 if bad is not None:
-                    _write_unreadable(sink, bad, by_reason)  # type: ignore[arg-type]
+                    writer.write("removed", _unreadable_batch(bad, by_reason))
                 n = batch.num_rows
                 codes = np.zeros(n, np.uint8)
                 twins = np.full(n, -1, np.int64)
@@ -136,16 +135,7 @@ class WriteUnit:
                 gone = codes > 0
                 writer.write("kept", batch.filter(pa.array(~gone)))
                 if gone.any():
-                    idx = np.flatnonzero(gone)
-                    reason = pa.array([CODES[c] for c in codes[idx].tolist()], pa.string())
-                    twin = uuids.get(twins[idx])
-                    cluster = [
-                        f"{int(r):016x}" if c == 3 else None
-                        for c, r in zip(codes[idx].tolist(), _rep_ranks(near, idx + seen - n), strict=True)  # type: ignore[arg-type]
-                    ]
-                    cols = [batch.column(i).take(pa.array(idx)) for i in range(batch.num_columns)]
-                    writer.write("removed", pa.RecordBatch.from_arrays(
-                        cols + [reason, twin, pa.array(cluster, pa.string())], schema=REMOVED_SCHEMA))
+                    writer.write("removed", _removed_rows(batch, codes, twins, uuids, near, seen - n))
             result = {"unit": u, "rows_in": seen - int(self.layout.offsets()[k]), "unreadable": by_reason}
             writer.commit(result)
         except BaseException:

@@ -6,10 +6,10 @@ order:
 1. `observe(batch)`: per row one 33-byte record ``(key 128-bit, error flag, rank, row)`` where
    rank = xxh3_64(uuid, seed). Records live in numpy arrays and spill to 64 disk partitions by the
    key's top bits when over `memory_budget_mb`; so memory is min(33 B x rows, budget).
-2. `finish()`: per partition, sort by (key, error flag, rank, row); in each key group the first
-   row is kept (rows without error reasons first when `prefer_clean`, then smallest rank) and the
-   others are removed with the kept row as their twin. The prompt quota then runs on the rows that
-   survived, keeping the first K of each prompt group the same way.
+2. `finish()`: per group of partitions, sort by (key, error flag, rank, row); in each key group
+   the first row is kept (rows without error reasons first when `prefer_clean`, then smallest
+   rank) and the others are removed with the kept row as their twin. The prompt quota then runs
+   on the rows that survived, keeping the first K of each prompt group the same way.
 3. `process(batch)`: the same stream again, in the same order; appends the reason codes.
 
 The decisions kept in memory are 17 bytes per *removed* row (row, code, twin row).
@@ -174,15 +174,19 @@ class ExactDedup(Stage):
 
     def observe(self, batch: pa.RecordBatch) -> None:
         """Pass 1: collect one key record per row (per policy)."""
-        start, self._observed = self._observed, self._observed + batch.num_rows
-        key, prompt = exact_records(batch, self.config, start)
+        self.add(batch.num_rows, *exact_records(batch, self.config, self._observed))
+
+    def add(self, n: int, key: np.ndarray | None, prompt: np.ndarray | None) -> None:
+        """Pass 1 for the next `n` rows, from their `exact_records` (made elsewhere, e.g. on a
+        thread, with rows numbered from the rows added before)."""
+        self._observed += n
         if key is not None:
             self._key.add(key)
         if prompt is not None:
             self._prompt.add(prompt)
 
     def finish(self) -> Decisions:
-        """Decide, partition by partition, which rows are removed and for which twin."""
+        """Decide, group of partitions by group, which rows are removed and for which twin."""
         for part in self._key.partitions():
             s, pos = group_ranks(part)
             losers = pos >= 1

@@ -94,6 +94,11 @@ def turn_text(batch: pa.RecordBatch, scope: Scope = "prompt", *, roles: bool = T
         return pc.cast(col, pa.string()).fill_null("")
     flat, parents, pos = _flat_messages(batch)
     n = batch.num_rows
+    keep = np.ones(len(parents), bool)
+    if scope == "prompt":
+        keep = _prompt_mask(flat.field("role").fill_null(""), parents, pos, n)
+        if not keep.all():  # the turns out of scope (the answers, most of the bytes) are never copied
+            flat = flat.filter(pa.array(keep))
     role = flat.field("role").fill_null("")
     content = flat.field("content").fill_null("")
     calls = _tool_call_text(flat)
@@ -103,11 +108,9 @@ def turn_text(batch: pa.RecordBatch, scope: Scope = "prompt", *, roles: bool = T
     else:
         text = pc.binary_join_element_wise(content, calls, "\n")
         sep = "\n"
-    keep = _prompt_mask(role, parents, pos, n) if scope == "prompt" else np.ones(len(parents), bool)
     counts = np.bincount(parents[keep], minlength=n)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
-    kept = text.filter(pa.array(keep)) if len(text) else text
-    return pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), kept), sep)
+    return pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), text), sep)
 
 
 def withheld_mask(batch: pa.RecordBatch) -> np.ndarray:
@@ -125,12 +128,13 @@ def withheld_mask(batch: pa.RecordBatch) -> np.ndarray:
     if len(parents) == 0:
         return np.zeros(n, dtype=bool)
     role = flat.field("role").fill_null("")
-    content = pc.utf8_trim_whitespace(flat.field("content").fill_null(""))
-    empty = pc.is_in(content, value_set=pa.array(["", "-"])).to_numpy(zero_copy_only=False)
     is_user = pc.equal(role, "user").to_numpy(zero_copy_only=False)
-    hit = empty & is_user & _prompt_mask(role, parents, pos, n)
+    turns = np.flatnonzero(is_user & _prompt_mask(role, parents, pos, n))
+    # only the prompt's user turns are trimmed (not the answers: most of the bytes)
+    content = pc.utf8_trim_whitespace(flat.field("content").take(pa.array(turns)).fill_null(""))
+    empty = pc.is_in(content, value_set=pa.array(["", "-"])).to_numpy(zero_copy_only=False)
     out = np.zeros(n, dtype=bool)
-    out[parents[hit]] = True
+    out[parents[turns[empty]]] = True
     return out
 
 

@@ -21,7 +21,7 @@ A signature unit's directory (rows numbered from 0 inside the unit; `bounds` in 
 
     exact.bin, prompt.bin   KEY_RECORD, grouped by partition (top bits of the key)
     bands.bin               BAND_RECORD, grouped by partition (top bits of the band hash)
-    shingles.bin            the rows' sorted shingle hashes (uint64), offsets.bin: rows + 1 int64 from 0
+    shingles.bin            the rows' shingle hashes (uint64, text order), offsets.bin: rows + 1 int64 from 0
     uuids.arrow             the rows' uuids (Arrow IPC, memory-mapped to name twins and members)
 
 A partition unit reads its partitions' slices of every signature unit (`bounds.npy`, `offsets.npy` in the
@@ -46,7 +46,7 @@ from posttrain.io.spool import UnitWriter, unit_dir
 from posttrain.reduce.dedup.exact import KEY_RECORD, exact_records, group_ranks, in_sorted
 from posttrain.reduce.dedup.lsh import bands_rows
 from posttrain.reduce.dedup.near import BAND_RECORD, Clusters, _bucket_pairs, cluster_components, near_records
-from posttrain.reduce.dedup.shingles import jaccard_sorted
+from posttrain.reduce.dedup.shingles import jaccard_sorted, shingle_set
 
 #: Hash partitions of the record files (top bits of the hash). A partition unit decides a
 #: contiguous range of them, one at a time (so its memory is one partition's records).
@@ -175,7 +175,7 @@ class SignatureLayout:
 
 
 class ShingleReader:
-    """Global row -> its sorted shingle hashes, read (pread) from the unit that holds it.
+    """Global row -> its shingle set (sorted, unique), read (pread) from the unit that holds it.
 
     At most `max_open` units' files are open at once; the last rows read are cached.
     """
@@ -205,7 +205,8 @@ class ShingleReader:
         off_fd, sh_fd = self._files(k)
         local = row - int(self.offsets[k])
         lo, hi = np.frombuffer(os.pread(off_fd, 16, local * 8), dtype=np.int64)
-        return np.frombuffer(os.pread(sh_fd, int(hi - lo) * 8, int(lo) * 8), dtype=np.uint64)
+        raw = np.frombuffer(os.pread(sh_fd, int(hi - lo) * 8, int(lo) * 8), dtype=np.uint64)
+        return shingle_set(raw)
 
     def jaccard(self, a: int, b: int) -> float:
         return jaccard_sorted(self.read(a), self.read(b))

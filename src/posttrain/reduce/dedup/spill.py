@@ -3,17 +3,20 @@
 Both dedup passes collect one small record per row (exact: key + rank; near: band hash + row) and
 then need every record that shares a hash together. Records are numpy structured arrays (no Python
 objects per row); when the buffer exceeds `budget_bytes` it is appended to `parts` files chosen by
-the top bits of a hash field, so the reduce step holds one partition at a time.
+the top bits of a hash field. The reduce step reads them back in groups of consecutive
+partitions (`partitions`), so records that share a hash always come together; a group holds up to
+`GROUP_BYTES` (one partition alone when it is bigger): few, large pieces of work, and never more
+than a slice of the budget at a time.
 
 >>> import tempfile
 >>> dt = np.dtype([("h", "<u8"), ("row", "<i8")])
 >>> s = PartitionedSpill(tempfile.mkdtemp(), dt, "h", budget_bytes=16, parts=4)
 >>> s.add(np.array([(1 << 63, 0), (5, 1)], dtype=dt)); s.add(np.array([(5, 2)], dtype=dt))
->>> sorted(int(len(p)) for p in s.partitions())
-[1, 2]
+>>> sorted(int(len(p)) for p in s.partitions(group_bytes=0)), [len(p) for p in s.partitions()]
+([1, 2], [3])
 >>> t = PartitionedSpill(tempfile.mkdtemp(), dt, "h", budget_bytes=1 << 20, parts=4)
 >>> t.add(np.array([(1 << 63, 0), (5, 1), (5, 2)], dtype=dt))
->>> [p["row"].tolist() for p in t.partitions()], t.spilled
+>>> [p["row"].tolist() for p in t.partitions(group_bytes=0)], t.spilled
 ([[1, 2], [0]], False)
 """
 
@@ -26,6 +29,9 @@ import numpy as np
 
 #: A flush partitions and appends this much of the buffer at a time.
 FLUSH_BYTES = 8 << 20
+#: `partitions` yields consecutive partitions together up to this many bytes: one partition at a
+#: time costs a fixed ~2 ms of numpy calls per partition and pass (64 partitions, several passes).
+GROUP_BYTES = 4 << 20
 
 
 class PartitionedSpill:
@@ -96,11 +102,13 @@ class PartitionedSpill:
     def _path(self, p: int) -> str:
         return os.path.join(self.directory, f"part-{p:04d}.bin")
 
-    def partitions(self) -> Iterator[np.ndarray]:
-        """Yield the records partition by partition (re-iterable).
+    def partitions(self, group_bytes: int = GROUP_BYTES) -> Iterator[np.ndarray]:
+        """Yield the records in groups of consecutive partitions of at most `group_bytes` (one
+        partition alone when bigger), in partition order (re-iterable). Records sharing a hash
+        are always in one group.
 
         Unspilled records are sorted by partition once, in place of the buffer, so the reduce step
-        sorts partition-sized pieces instead of one budget-sized array.
+        sorts group-sized pieces instead of one budget-sized array.
         """
         if not self.spilled:
             if len(self._buffer) != 1 or not self._in_memory_sorted:
@@ -111,13 +119,32 @@ class PartitionedSpill:
                 self._bounds = np.searchsorted(part[order], np.arange(self.parts + 1))
                 self._in_memory_sorted = True
             records = self._buffer[0]
-            for p in range(self.parts):
-                lo, hi = self._bounds[p], self._bounds[p + 1]
-                if hi > lo:
-                    yield records[lo:hi]
+            for lo, hi in _groups(np.diff(self._bounds) * self.dtype.itemsize, group_bytes):
+                a, b = self._bounds[lo], self._bounds[hi]
+                if b > a:
+                    yield records[a:b]
             return
         self._flush()
-        for p in range(self.parts):
-            path = self._path(p)
-            if os.path.exists(path):
-                yield np.fromfile(path, dtype=self.dtype)
+        paths = [self._path(p) for p in range(self.parts)]
+        sizes = [os.path.getsize(f) if os.path.exists(f) else 0 for f in paths]
+        for lo, hi in _groups(np.array(sizes, np.int64), group_bytes):
+            pieces = [np.fromfile(paths[p], dtype=self.dtype) for p in range(lo, hi) if sizes[p]]
+            if pieces:
+                yield np.concatenate(pieces) if len(pieces) > 1 else pieces[0]
+
+
+def _groups(sizes: np.ndarray, limit: int) -> Iterator[tuple[int, int]]:
+    """Ranges [lo, hi) of consecutive items whose sizes add up to at most `limit` (an item bigger
+    than `limit` alone); empty items join any range.
+
+    >>> list(_groups(np.array([3, 0, 2, 5, 1]), 5))
+    [(0, 3), (3, 4), (4, 5)]
+    """
+    lo, total = 0, 0
+    for i, size in enumerate(sizes.tolist()):
+        if total + size > limit and i > lo and total > 0:
+            yield lo, i
+            lo, total = i, 0
+        total += size
+    if len(sizes) > lo:
+        yield lo, len(sizes)
