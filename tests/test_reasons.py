@@ -63,3 +63,13 @@ def test_validate_refuses_a_misspelt_severity_in_one_line(tmp_path) -> None:
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "privacy.emial" in done.stderr and "privacy.email" in done.stderr and "posttrain reasons" in done.stderr
     assert not (tmp_path / "v").exists()
+
+
+def test_prepare_refuses_a_misspelt_recipe_severity_before_any_work(tmp_path) -> None:
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("validate:\n  severity:\n    think.unclosd: warn\n")
+    done = subprocess.run([sys.executable, "-m", "posttrain.cli.app", "prepare", str(recipe), "--out",
+                           str(tmp_path / "p"), "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "think.unclosd" in done.stderr and "'think.unclosed'" in done.stderr and "validate.severity" in done.stderr
+    assert not (tmp_path / "p" / "shards").exists()

@@ -108,6 +108,10 @@ class Recipe(_Section):
     pack: PackConfig = Field(default_factory=PackConfig)
     output: OutputSection = Field(default_factory=OutputSection)
     engine: EngineSection = Field(default_factory=EngineSection)
+    heldout: float = Field(
+        0.0, ge=0.0, lt=1.0, description="share of rows (by a salted uuid hash) left out of training as "
+        "`heldout.eval` rejects, for `posttrain eval heldout/...` with the same heldout_fraction; 0 = none"
+    )
     train: TrainConfig | None = Field(
         None, description="`posttrain train` settings; not hashed: they change no byte of the shards"
     )
@@ -128,6 +132,8 @@ class Recipe(_Section):
         d = self.model_dump(mode="json", by_alias=True)
         if d["train"] is None:  # a recipe without a train section reads and records as it always did
             del d["train"]
+        if not d["heldout"]:  # nor one without a held-out slice (so its hash is what it always was)
+            del d["heldout"]
         return d
 
     def to_yaml(self) -> str:

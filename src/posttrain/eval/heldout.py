@@ -1,9 +1,8 @@
 """A held-out slice of the prepared data, graded per category: how well did the model learn its own data?
 
-The slice is chosen by a salted xxh64 of the row uuid (`in_heldout`), so it depends on nothing but
-the uuid and the fraction: the same rows on every run, engine and source copy, and independent of
-the unsalted uuid hash that packing and mixing use. Training must leave these rows out for the
-numbers to mean anything; `heldout_mask` is the function to filter with.
+The slice is `posttrain.stages.heldout`'s (a salted xxh64 of the row uuid below the fraction), the
+same rows `prepare` leaves out of training when the recipe sets `heldout` to the same fraction; a
+model trained on them makes these numbers meaningless.
 
 Graded categories: `math` (the reference answer, `metadata.expected_answer` or else the reference
 turn's last `\\boxed{}`), `stem` (the same; a letter answer is graded as a letter), `tool_calling`
@@ -19,29 +18,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import numpy as np
-import xxhash
-
 from posttrain.errors import PosttrainError
 from posttrain.eval.answers import single_letter, split_reasoning
 from posttrain.eval.items import Coverage, EvalItem
 from posttrain.stages.checks.math import boxed_answers
+from posttrain.stages.heldout import heldout_mask, in_heldout
 
 GRADED_CATEGORIES = ("math", "stem", "tool_calling")
-#: The salt of the held-out hash: distinct from the unsalted uuid keys of packing and mixing.
-HELDOUT_SEED = 0x6E7A_1D0F
-
-
-def heldout_mask(uuids: list[str], fraction: float) -> np.ndarray:
-    """Boolean mask of the rows in the held-out slice (salted xxh64 below fraction of 2**64)."""
-    threshold = int(fraction * 2**64) if fraction < 1.0 else 2**64
-    keys = np.fromiter((xxhash.xxh64_intdigest(u.encode("utf-8"), seed=HELDOUT_SEED) for u in uuids),
-                       dtype=np.uint64, count=len(uuids))  # fmt: skip
-    return keys < np.uint64(threshold) if threshold < 2**64 else np.ones(len(uuids), dtype=bool)
-
-
-def in_heldout(uuid: str, fraction: float) -> bool:
-    return bool(heldout_mask([uuid], fraction)[0])
+__all__ = ["GRADED_CATEGORIES", "heldout_items", "heldout_mask", "in_heldout", "row_item"]
 
 
 def _clean(message: dict[str, Any]) -> dict[str, Any]:

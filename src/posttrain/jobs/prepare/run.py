@@ -23,6 +23,7 @@ from posttrain.jobs.prepare.map_unit import UnitPlan
 from posttrain.jobs.prepare.phases import reduce_and_pack, remove_reduce_work
 from posttrain.jobs.prepare.reductions import Reduction, collect_rejects
 from posttrain.jobs.prepare.uuids import redo_duplicates
+from posttrain.jobs.reasons import check_severity_codes
 from posttrain.progress import OnProgress, reporter
 from posttrain.runner.inputs import inputs_changed
 from posttrain.runner.session import open_engine
@@ -34,6 +35,10 @@ def build_row_stages(recipe: Recipe, source_is_sample: bool) -> tuple[list[Stage
     """The row stages a recipe asks for, and the severity overrides the sink must apply."""
     stages: list[Stage] = []
     severity: dict[str, str] = {}
+    if recipe.heldout:  # first, so a held-out row's first reason says why it is not trained on
+        from posttrain.stages.heldout import HeldOutStage
+
+        stages.append(HeldOutStage(recipe.heldout))
     rh = recipe.rehydrate
     restored = False
     if rh.enabled == "on" or (rh.enabled == "auto" and (rh.code_sources or rh.chat_source or source_is_sample)):
@@ -60,6 +65,7 @@ def build_row_stages(recipe: Recipe, source_is_sample: bool) -> tuple[list[Stage
         stages.extend(
             build_checks(recipe.validate_.checks, restored=restored, verify_timeout=recipe.validate_.verify_timeout)
         )
+        check_severity_codes(recipe.validate_.severity, place="validate.severity")
         severity.update(recipe.validate_.severity)
     if recipe.select is not None:
         if recipe.select.where:
@@ -248,7 +254,8 @@ def build_manifest(recipe, src, results, reduce_counts, index, alive, shards, st
     manifest = {
         "posttrain": _version(),
         "recipe_hash": recipe.hash(),
-        "recipe": recipe.to_dict(),
+        # the train section changes no byte here (it is not hashed): recorded, it would go stale when only it changes
+        "recipe": {k: v for k, v in recipe.to_dict().items() if k != "train"},
         # which token ids these are: a trainer refuses shards whose tokenizer is not its model's
         "tokenizer": tokenizer_fingerprint(resolve_tokenizer_dir(recipe.tokenize.tokenizer)),
         # the recipe's own spelling: an absolute checkout path would make manifests differ across machines
