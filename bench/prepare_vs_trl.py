@@ -1,6 +1,6 @@
 """Benchmark: `posttrain prepare` vs TRL's path vs the tiktoken-only limit, same rows, same tokenizer.
 
-    .venv/bin/python bench/prepare_vs_trl.py [--rows 5000] [--mean-bytes 17000] [--work /tmp/pt-prepare-bench]
+    .venv/bin/python bench/prepare_vs_trl.py [--rows 1500,5000] [--repeat 2] [--mean-bytes 17000] [--work DIR]
     .venv/bin/python bench/prepare_vs_trl.py --rows 20000 --only posttrain        # RSS at a larger size
 
 Rows: real English and code (bench/_corpus.py), ~17 KB a row like the real data, reasoning on.
@@ -8,14 +8,21 @@ Rows: real English and code (bench/_corpus.py), ~17 KB a row like the real data,
 - anchor, TRL's path (a whole process, imports included): `datasets` loads the parquet, `.map` runs
   `tokenizer.apply_chat_template(..., return_assistant_tokens_mask=True)` with a Llama-3 template that
   has `{% generation %}` markers (the same text posttrain renders: Super-v1.5 format, trace kept),
-  builds labels, then `trl.data_utils.pack_dataset(strategy="bfd")` at seq_len 16,384.
-- posttrain (a whole process): `posttrain prepare` with the render -> tokenize -> mask -> pack -> write
-  path only (checks, dedup, decontamination off, so both do the same work), then again with the
-  default recipe (every stage on) for the full cost.
+  builds labels, then `trl.data_utils.pack_dataset(strategy="bfd")` at seq_len 16,384, which
+  truncates every longer row.
+- posttrain, path only (a whole process): `posttrain prepare` with render -> tokenize -> mask -> pack ->
+  write (checks, rehydration, dedup, decontamination off) and `tokenize.overflow: truncate`, so it
+  does TRL's work exactly: every row becomes one document cut at 16,384 tokens. The script checks
+  that both packed the same documents, tokens and trained tokens, and lost the same tokens.
+- posttrain, default recipe (a whole process): every stage on, as the README runs it (checks,
+  dedup, decontamination; over-long rows rejected as `length.over_max` instead of truncated, so it
+  packs fewer documents and tokens than TRL: printed).
 - limit (in-process): tiktoken `encode_batch` on the pre-rendered text, against posttrain's
   render + tokenize + verify in the same process.
 
-Prints tokens/s, the ratios, pack efficiency, tokens lost, and peak RSS of each process.
+Each size runs posttrain (both recipes) and TRL back to back `--repeat` times; the ratios are TRL's
+wall over posttrain's, per repeat, with their range. Prints tokens/s, pack efficiency, tokens lost,
+peak RSS of each process, and the machine load (`os.getloadavg`) around each size.
 """
 
 from __future__ import annotations
@@ -65,13 +72,18 @@ TRL_SCRIPT = textwrap.dedent(
         ids, mask = out["input_ids"], out["assistant_masks"]
         return {"input_ids": ids, "labels": [i if m else -100 for i, m in zip(ids, mask)]}
     ds = ds.map(render, remove_columns=ds.column_names)
-    tokens_before = sum(len(x) for x in ds["input_ids"])
     packed = pack_dataset(ds, seq_length=int(sys.argv[4]), strategy="bfd")
-    tokens_after = sum(len(x) for x in packed["input_ids"])
+    t_done = time.perf_counter() - t0
+    import pyarrow.compute as pc
+    def count(table, col, untrained=False):
+        flat = pc.list_flatten(table.column(col))
+        return int(pc.sum(pc.not_equal(flat, -100)).as_py()) if untrained else len(flat)
     packs = len(packed)
-    print(json.dumps({"tokens": tokens_before, "tokens_packed": tokens_after, "packs": packs,
+    tokens_after = count(packed.data, "input_ids")
+    print(json.dumps({"rows": len(ds), "tokens": count(ds.data, "input_ids"), "tokens_packed": tokens_after,
+                      "trained_packed": count(packed.data, "labels", True), "packs": packs,
                       "efficiency": tokens_after / (packs * int(sys.argv[4])),
-                      "seconds_in_process": time.perf_counter() - t0}))
+                      "seconds_in_process": t_done}))
     """
 )
 
@@ -99,15 +111,19 @@ def run_trl(data: Path, work: Path) -> dict:
 def run_posttrain(data: Path, work: Path, full: bool) -> dict:
     out = work / ("prep-full" if full else "prep-path")
     shutil.rmtree(out, ignore_errors=True)
-    recipe = {"source": {"path": str(data)}, "pack": {"seq_len": SEQ_LEN}}
-    if not full:
-        recipe |= {"rehydrate": {"enabled": "off"}, "validate": {"enabled": False}, "decontaminate": None, "dedup": None}
+    recipe: dict = {"source": {"path": str(data)}, "pack": {"seq_len": SEQ_LEN}}
+    if not full:  # TRL's work: no checks, no dedup, every row kept and cut at seq_len
+        recipe |= {"rehydrate": {"enabled": "off"}, "validate": {"enabled": False}, "decontaminate": None,
+                   "dedup": None, "tokenize": {"overflow": "truncate", "max_length": SEQ_LEN}}
     rpath = work / ("full.yaml" if full else "path.yaml")
     rpath.write_text(yaml.safe_dump(recipe))
-    wall, rss, _ = timed([sys.executable, "-m", "posttrain.cli.app", "prepare", str(rpath), "--out", str(out)])
+    wall, rss, _ = timed([sys.executable, "-m", "posttrain.cli.app", "prepare", str(rpath), "--out", str(out),
+                          "--no-progress"])
     m = json.loads((out / "manifest.json").read_text())
-    return {"wall": wall, "rss_mb": rss, "tokens": m["tokens"]["tokens"], "efficiency": m["pack"]["efficiency"],
-            "rows_in": m["rows"]["in"], "rows_out": m["rows"]["out"], "rejected": m["rows"]["rejected_by_reason"]}
+    return {"wall": wall, "rss_mb": rss, "tokens": m["tokens"]["tokens"], "trained": m["tokens"]["trained_tokens"],
+            "documents": m["tokens"]["documents"], "efficiency": m["pack"]["efficiency"], "packs": m["pack"]["packs"],
+            "rows_in": m["rows"]["in"], "rows_out": m["rows"]["out"], "rejected": m["rows"]["rejected_by_reason"],
+            "seconds": m["run"]["seconds"]}
 
 
 def limit_in_process(data: Path) -> dict:
@@ -134,38 +150,78 @@ def limit_in_process(data: Path) -> dict:
     return {"tiktoken_tps": n_tiktoken / t_tiktoken, "posttrain_tps": n_post / t_post, "tokens": n_post}
 
 
+def same_work(p: dict, t: dict) -> str:
+    """Whether the path-only run packed what TRL packed: the same documents, and tokens within 0.1%.
+
+    Token counts differ by a few per row at most: posttrain encodes each piece between template
+    tokens and trained-span starts on its own (as inference does: generation starts a fresh token
+    after the assistant header), HF encodes the rendered string whole.
+    """
+    diffs = {"tokens packed": (p["tokens"], t["tokens_packed"]), "trained tokens": (p["trained"], t["trained_packed"])}
+    shown = "; ".join(f"{k} {a:,} vs TRL {b:,} ({(a - b) / b:+.3%})" for k, (a, b) in diffs.items())
+    ok = p["documents"] == t["rows"] and all(abs(a - b) <= 0.001 * b for a, b in diffs.values())
+    return f"SAME WORK: {'yes' if ok else 'NO'}: documents {p['documents']:,} vs TRL {t['rows']:,}; {shown}"
+
+
+def ratio_range(xs: list[float]) -> str:
+    return f"{min(xs):.2f}x" if len(xs) == 1 else f"{min(xs):.2f}-{max(xs):.2f}x"
+
+
+def bench_size(work: Path, rows: int, mean_bytes: int, repeat: int, only: str, limit: bool) -> None:
+    data = work / f"data-{rows}"
+    if not (data / "data").exists():
+        nbytes = _corpus.write_dataset(data, rows, mean_bytes)
+        print(f"wrote {rows:,} rows, {nbytes / rows / 1000:.1f} KB of text a row")
+    print(f"== {rows:,} rows == load average before: {os.getloadavg()[0]:.1f}")
+    path_r, full_r = [], []
+    for i in range(repeat):
+        p = run_posttrain(data, work, full=False)
+        print(f"[{i + 1}] posttrain prepare, path only (render/tokenize/pack, truncate like TRL): {p['wall']:.1f} s, "
+              f"{p['tokens'] / p['wall'] / 1e6:.2f}M tokens/s, {p['documents']:,} documents, {p['tokens']:,} tokens, "
+              f"efficiency {p['efficiency']:.4%}, peak RSS {p['rss_mb']} MB, in-process {p['seconds']}")
+        if only == "posttrain":
+            continue
+        f = run_posttrain(data, work, full=True)
+        print(f"[{i + 1}] posttrain prepare, default recipe (every stage): {f['wall']:.1f} s, "
+              f"{f['tokens'] / f['wall'] / 1e6:.2f}M tokens/s, {f['documents']:,} documents, {f['tokens']:,} tokens, "
+              f"efficiency {f['efficiency']:.4%}, rejected {f['rejected']}, peak RSS {f['rss_mb']} MB, "
+              f"in-process {f['seconds']}")
+        t = run_trl(data, work)
+        lost = t["tokens"] - t["tokens_packed"]
+        print(f"[{i + 1}] TRL path: {t['wall']:.1f} s whole process ({t['seconds_in_process']:.1f} s in-process), "
+              f"{t['tokens'] / t['wall'] / 1e6:.2f}M tokens/s, {t['rows']:,} documents, {t['tokens_packed']:,} tokens "
+              f"packed, efficiency {t['efficiency']:.4%}, tokens cut {lost:,} ({lost / t['tokens']:.2%}), "
+              f"peak RSS {t['rss_mb']} MB")
+        print(f"[{i + 1}] {same_work(p, t)}; tokens lost to the cut: TRL {lost:,}, posttrain {t['tokens'] - p['tokens']:,}")
+        print(f"[{i + 1}] default recipe: {f['documents']:,} documents, {f['tokens']:,} tokens "
+              f"({t['tokens_packed'] - f['tokens']:,} fewer than TRL: rows rejected whole, not cut, and duplicates)")
+        path_r.append(t["wall"] / p["wall"])
+        full_r.append(t["wall"] / f["wall"])
+        print(f"[{i + 1}] RATIO TRL/posttrain, whole processes: path only {path_r[-1]:.2f}x, "
+              f"default recipe {full_r[-1]:.2f}x")
+    if path_r:
+        print(f"RATIO at {rows:,} rows over {len(path_r)} repeat(s): path only (same work) {ratio_range(path_r)}, "
+              f"default recipe (every stage) {ratio_range(full_r)}; load average after: {os.getloadavg()[0]:.1f}")
+    if limit and only != "posttrain":
+        lim = limit_in_process(data)
+        print(f"in-process: tiktoken encode_batch {lim['tiktoken_tps'] / 1e6:.2f}M tokens/s, posttrain render+tokenize+"
+              f"verify {lim['posttrain_tps'] / 1e6:.2f}M tokens/s = {lim['posttrain_tps'] / lim['tiktoken_tps']:.0%} of "
+              f"the limit")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rows", type=int, default=5000)
+    ap.add_argument("--rows", default="1500,5000", help="comma-separated sizes")
+    ap.add_argument("--repeat", type=int, default=1, help="runs of each side per size, back to back")
     ap.add_argument("--mean-bytes", type=int, default=17_000)
     ap.add_argument("--work", default="/tmp/pt-prepare-bench")
     ap.add_argument("--only", choices=["all", "posttrain"], default="all")
+    ap.add_argument("--no-limit", action="store_true", help="skip the in-process tiktoken comparison")
     args = ap.parse_args()
     work = Path(args.work)
-    data = work / f"data-{args.rows}"
-    if not (data / "data").exists():
-        nbytes = _corpus.write_dataset(data, args.rows, args.mean_bytes)
-        print(f"wrote {args.rows:,} rows, {nbytes / args.rows / 1000:.1f} KB of text a row")
-    p = run_posttrain(data, work, full=False)
-    print(f"posttrain prepare (render/tokenize/pack): {p['wall']:.1f} s, {p['tokens'] / p['wall'] / 1e6:.2f}M tokens/s, "
-          f"efficiency {p['efficiency']:.4%}, peak RSS {p['rss_mb']} MB, rejected {p['rejected']}")
-    if args.only == "posttrain":
-        return
-    f = run_posttrain(data, work, full=True)
-    print(f"posttrain prepare (default recipe, every stage): {f['wall']:.1f} s, "
-          f"{f['tokens'] / f['wall'] / 1e6:.2f}M tokens/s, peak RSS {f['rss_mb']} MB")
-    t = run_trl(data, work)
-    lost = t["tokens"] - t["tokens_packed"]
-    print(f"TRL path: {t['wall']:.1f} s whole process ({t['seconds_in_process']:.1f} s in-process), "
-          f"{t['tokens'] / t['wall'] / 1e6:.2f}M tokens/s, efficiency {t['efficiency']:.4%}, "
-          f"tokens silently cut {lost:,} ({lost / t['tokens']:.2%}), peak RSS {t['rss_mb']} MB")
-    lim = limit_in_process(data)
-    print(f"in-process: tiktoken encode_batch {lim['tiktoken_tps'] / 1e6:.2f}M tokens/s, posttrain render+tokenize+verify "
-          f"{lim['posttrain_tps'] / 1e6:.2f}M tokens/s = {lim['posttrain_tps'] / lim['tiktoken_tps']:.0%} of the limit")
-    print(f"RATIO posttrain/TRL (whole processes, same work): {t['wall'] / p['wall']:.2f}x; "
-          f"with every stage on: {t['wall'] / f['wall']:.2f}x")
-    print(f"tokens: TRL {t['tokens']:,} vs posttrain {p['tokens']:,} (posttrain keeps the whole row or rejects it "
-          f"with length.over_max; TRL truncates)")
+    work.mkdir(parents=True, exist_ok=True)
+    for rows in (int(r) for r in args.rows.split(",")):
+        bench_size(work, rows, args.mean_bytes, args.repeat, args.only, not args.no_limit)
 
 
 if __name__ == "__main__":

@@ -106,6 +106,27 @@ def test_bfd_is_best_fit_not_first_fit():
     ]
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 12), max_size=80), st.integers(12, 30))
+def test_bfd_places_like_the_textbook_rule(sizes, capacity):
+    """Each document, longest first (ties by index), goes to the open bin with the least room that
+    fits it (the oldest among equal rooms), else a new bin: the O(n x bins) rule, written plainly."""
+    lengths = np.array(sizes, dtype=np.int64)
+    rooms: list[int] = []
+    want: list[list[int]] = []
+    for doc in sorted(range(len(sizes)), key=lambda i: (-sizes[i], i)):
+        fits = [b for b, r in enumerate(rooms) if r >= sizes[doc]]
+        if fits:
+            b = min(fits, key=lambda b: (rooms[b], b))
+        else:
+            b = len(rooms)
+            rooms.append(capacity)
+            want.append([])
+        rooms[b] -= sizes[doc]
+        want[b].append(doc)
+    assert [b.tolist() for b in pack_best_fit_decreasing(lengths, capacity)] == want
+
+
 def test_bfd_reaches_999_on_reasoning_lengths():
     rng = np.random.default_rng(0)
     lengths = np.clip(rng.lognormal(np.log(4000), 0.9, 20_000).astype(np.int64), 64, 16_384)

@@ -119,3 +119,35 @@ def test_prepare_rotates_shards_by_shard_bytes(tmp_path):
     # input_ids, labels, position_ids: 12 bytes a token; every shard but the last reached the limit
     assert all(s["tokens"] * 12 >= 400_000 for s in shards[:-1])
     assert all((s["tokens"] - 4096) * 12 < 400_000 for s in shards)
+
+
+def test_shard_written_in_row_group_pieces_has_the_whole_table_bytes(tmp_path):
+    """`write_shard_groups` (the pack phase: one row group of packs in memory at a time) writes the
+    bytes `write_shard` writes for the whole table at once, and counts the same."""
+    from posttrain.io.shards import write_shard, write_shard_groups
+
+    cfg = PackConfig(seq_len=512, row_group_packs=4)
+    packs = build_packs(tokenized_rows([int(x) for x in np.random.default_rng(3).integers(20, 500, 120)]), cfg)
+    assert packs.num_rows > 3 * cfg.row_group_packs
+    whole = write_shard(packs, tmp_path / "whole.parquet", cfg)
+    pieces = (packs.slice(i, cfg.row_group_packs) for i in range(0, packs.num_rows, cfg.row_group_packs))
+    split = write_shard_groups(pieces, tmp_path / "split.parquet", cfg)
+    assert split.sha256 == whole.sha256 and split.tokens == whole.tokens and split.documents == whole.documents
+    assert pq.ParquetFile(tmp_path / "split.parquet").num_row_groups == -(-packs.num_rows // cfg.row_group_packs)
+
+
+def test_take_docs_across_spool_batches_in_the_order_asked(tmp_path):
+    """Documents gathered from a spool of many record batches, in any order, are the ones asked for."""
+    from posttrain.io.spool import UnitWriter, take_docs
+
+    rows = tokenized_rows([int(x) for x in np.random.default_rng(4).integers(1, 60, 50)])
+    writer = UnitWriter(tmp_path, 0)
+    for i in range(0, rows.num_rows, 7):  # 8 record batches
+        writer.write_docs(rows.slice(i, 7).to_batches()[0].select(["uuid", "category", "input_ids", "loss_mask"]),
+                          id_bytes=3)
+    writer.commit({})
+    want = [31, 2, 49, 2, 17, 0, 8]
+    got = take_docs(tmp_path, 0, pa.array(want))
+    assert got.column("uuid").to_pylist() == [f"doc-0-{i}" for i in want]
+    assert got.column("input_ids").to_pylist() == rows.column("input_ids").take(pa.array(want)).to_pylist()
+    assert got.column("loss_mask").to_pylist() == rows.column("loss_mask").take(pa.array(want)).to_pylist()

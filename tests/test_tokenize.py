@@ -274,3 +274,45 @@ def test_bundled_sample_masks_verified(tok):
         ]
     assert rows == table.num_rows and trained > 0
     assert bad == []
+
+
+def test_batch_verification_equals_row_by_row(tok, monkeypatch):
+    """The whole-batch check (`stages.tokenize.verify`) gives exactly the row-by-row reasons, on real
+    rows and on rows whose spans were made wrong on purpose (split in two, off a special token, none)."""
+    import posttrain.stages.tokenize.batch as tb
+    from posttrain.sample import sample_root
+    from posttrain.stages.tokenize.verify import verified_rows
+
+    table = ds.dataset(str(sample_root() / "data"), format="parquet").to_table()
+    rendered = render_batch(table.slice(0, 300).to_batches(max_chunksize=300)[0], get_renderer())
+    spans = rendered.column("spans").to_pylist()
+    broken = []
+    for i, row in enumerate(spans):
+        row = [dict(s) for s in row or []]
+        if row and i % 4 == 1:  # one span cut in two: one run of trained tokens where two are expected
+            mid = (row[0]["start"] + row[0]["end"]) // 2
+            row[:1] = [{"start": row[0]["start"], "end": mid}, {"start": mid, "end": row[0]["end"]}]
+        elif row and i % 4 == 2:
+            row[-1]["end"] -= 1  # ends one byte before the end-of-turn token
+        elif i % 4 == 3:
+            row = []  # nothing trained
+        broken.append(row)
+    tampered = rendered.set_column(rendered.schema.get_field_index("spans"), "spans",
+                                   pa.array(broken, rendered.schema.field("spans").type))
+    for batch in (rendered, tampered):
+        fast = tokenize_batch(batch, tok, max_length=1 << 20)
+        with monkeypatch.context() as m:
+            m.setattr(tb, "verified_rows", lambda *a: np.zeros(a[0].size and len(a[4]), bool))
+            slow = tokenize_batch(batch, tok, max_length=1 << 20)
+        assert fast.to_pylist() == slow.to_pylist()
+    reasons = tokenize_batch(tampered, tok, max_length=1 << 20).column("reasons").to_pylist()
+    found = {c for r in reasons for c in r}
+    assert {"mask.mismatch", "mask.eot_untrained", "mask.no_trained"} <= found
+    # clean rows all pass the batch check: none of them needs the row-by-row look
+    calls = []
+    with monkeypatch.context() as m:
+        m.setattr(tb._RowCheck, "check", lambda self, *a: calls.append(1) or [])
+        clean = tokenize_batch(rendered, tok, max_length=1 << 20).column("reasons").to_pylist()
+    assert not any(c.startswith("mask.") for r in clean for c in r) and calls == []
+    ok = verified_rows(np.zeros(0, np.int32), np.zeros(0, bool), np.zeros(0, np.int64), np.array([0, 0]), [b""], [[]], [[]], tok)
+    assert ok.tolist() == [False]  # an empty row trains nothing

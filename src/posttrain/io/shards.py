@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -59,34 +60,61 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+BOOKKEEPING = ("num_tokens", "num_trained", "num_docs")
+
+
 def write_shard(table: pa.Table, path: Path, config: PackConfig) -> ShardInfo:
     """Write one shard atomically (temp name, then rename) and describe it.
 
     `table` holds the pack columns plus the `num_tokens` / `num_trained` / `num_docs` bookkeeping
     columns made by `posttrain.reduce.pack.build`; those are counted and not written.
     """
+    step = config.row_group_packs
+    return write_shard_groups((table.slice(i, step) for i in range(0, max(table.num_rows, 1), step)), path, config)
+
+
+def write_shard_groups(groups: Iterable[pa.Table], path: Path, config: PackConfig) -> ShardInfo:
+    """`write_shard` for a shard that arrives in pieces of at most `row_group_packs` packs, each
+    written as it comes (one row group each), so only one piece is ever in memory. The bytes are
+    those of writing the whole table at once: parquet writes row group by row group either way."""
     path = Path(path)
-    counts = {c: int(pc.sum(table.column(c)).as_py() or 0) for c in ("num_tokens", "num_trained", "num_docs")}
-    stored = table.drop_columns(
-        [c for c in ("num_tokens", "num_trained", "num_docs") if c in table.column_names]
-    )
-    stored = stored.replace_schema_metadata(None)
+    counts = dict.fromkeys(BOOKKEEPING, 0)
     tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(
-        stored,
-        tmp,
-        compression="zstd",
-        compression_level=3,
-        row_group_size=config.row_group_packs,
-        use_dictionary=[c for c in ("categories",) if c in stored.column_names],
-        write_statistics=False,
-        store_schema=True,
-    )
-    os.replace(tmp, path)
-    capacity = table.num_rows * config.seq_len
+    writer: pq.ParquetWriter | None = None
+    packs = 0
+    try:
+        for table in groups:
+            if table.num_rows > config.row_group_packs:
+                raise ValueError(f"a piece of {table.num_rows} packs is more than a row group ({config.row_group_packs})")
+            for c in BOOKKEEPING:
+                counts[c] += int(pc.sum(table.column(c)).as_py() or 0) if c in table.column_names else 0
+            stored = table.drop_columns([c for c in BOOKKEEPING if c in table.column_names])
+            stored = stored.replace_schema_metadata(None)
+            if writer is None:
+                writer = pq.ParquetWriter(
+                    tmp,
+                    stored.schema,
+                    compression="zstd",
+                    compression_level=3,
+                    use_dictionary=[c for c in ("categories",) if c in stored.column_names],
+                    write_statistics=False,
+                    store_schema=True,
+                )
+            if table.num_rows or not packs:
+                writer.write_table(stored, row_group_size=config.row_group_packs)
+            packs += table.num_rows
+        if writer is None:
+            raise ValueError("a shard with no pieces")
+        writer.close()
+        os.replace(tmp, path)
+    finally:
+        if writer is not None and writer.is_open:
+            writer.close()
+        tmp.unlink(missing_ok=True)
+    capacity = packs * config.seq_len
     return ShardInfo(
         file=path.name,
-        packs=table.num_rows,
+        packs=packs,
         documents=counts["num_docs"],
         tokens=counts["num_tokens"],
         trained_tokens=counts["num_trained"],

@@ -14,12 +14,14 @@ A crash leaves at most a `.tmp-*` directory behind, which the next run removes a
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
@@ -136,13 +138,40 @@ def open_docs(work: Path, index: int) -> pa.Table | None:
 
 
 def take_docs(work: Path, index: int, rows: pa.Array | list[int]) -> pa.Table:
-    """Documents `rows` of the unit's spool, in that order, with `input_ids` / `loss_mask` decoded."""
+    """Documents `rows` of the unit's spool, in that order, with `input_ids` / `loss_mask` decoded.
+
+    Taken record batch by record batch: `Table.take` over the whole memory-mapped spool would
+    first concatenate every chunk of it (a copy of the unit's tokens per call, which made the pack
+    phase's memory grow with the unit and its time with units x shards).
+    """
     from posttrain.io.spool_codec import decode_docs
 
-    docs = open_docs(work, index)
-    if docs is None:
-        raise FileNotFoundError(f"{unit_dir(work, index) / 'docs.arrow'}: the unit's spool is missing")
-    return decode_docs(docs.take(rows))
+    path = unit_dir(work, index) / "docs.arrow"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: the unit's spool is missing")
+    reader = ipc.open_file(pa.memory_map(str(path), "r"))
+    st = path.stat()
+    starts = _batch_starts(str(path), st.st_mtime_ns, st.st_size)
+    want = np.asarray(rows.to_numpy(zero_copy_only=False) if isinstance(rows, pa.Array) else rows, np.int64)
+    which = np.searchsorted(starts, want, side="right") - 1
+    pieces, order = [], []
+    for b in np.unique(which).tolist():
+        sel = np.flatnonzero(which == b)
+        pieces.append(reader.get_batch(b).take(pa.array(want[sel] - starts[b])))
+        order.append(sel)
+    table = pa.Table.from_batches(pieces, schema=reader.schema)
+    if len(order) > 1:  # back to the order asked for
+        table = table.take(pa.array(np.argsort(np.concatenate(order), kind="stable")))
+    return decode_docs(table)
+
+
+@functools.lru_cache(maxsize=256)
+def _batch_starts(path: str, mtime_ns: int, size: int) -> np.ndarray:
+    """First row of every record batch of a spool (and the row count at the end); cached per file
+    version, since a pack phase gathers from the same spools once per group of packs."""
+    reader = ipc.open_file(pa.memory_map(path, "r"))
+    sizes = [reader.get_batch(i).num_rows for i in range(reader.num_record_batches)]
+    return np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
 
 
 def read_parquet(work: Path, index: int, name: str, columns: list[str] | None = None) -> pa.Table | None:

@@ -13,12 +13,13 @@ with a log line.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import functools
 import json
 import logging
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -69,14 +70,11 @@ def resolve_tokenizer_dir(spec: str | Path | None) -> Path:
 def _read_tiktoken_ranks(path: Path) -> dict[bytes, int] | None:
     # tiktoken.load.load_tiktoken_bpe would also copy the file into a temp cache keyed by path;
     # the format is two fields a line, so it is read here directly (without the stale-cache risk).
+    # binascii directly: base64.b64decode's argument checks cost a third of the load on 128k lines.
     try:
-        ranks = {}
-        for line in path.read_bytes().splitlines():
-            if line:
-                token, rank = line.split()
-                ranks[base64.b64decode(token)] = int(rank)
-        return ranks
-    except (ValueError, OSError):
+        a2b = binascii.a2b_base64
+        return {a2b(token): int(rank) for token, rank in (line.split() for line in path.read_bytes().splitlines() if line)}
+    except (ValueError, OSError, binascii.Error):
         return None  # not a tiktoken file (e.g. a sentencepiece model): no fast path
 
 
@@ -100,15 +98,21 @@ class Tokenizer:
 
         folder = resolve_tokenizer_dir(self.spec)
         self.folder = folder
-        self.hf = HFTokenizer.from_file(str(folder / "tokenizer.json"))
+        # The HF tokenizer is built in Rust without the GIL: on a thread, it overlaps the JSON parse
+        # and the tiktoken build below (about half of the ~1 s load).
+        with ThreadPoolExecutor(1) as pool:
+            hf = pool.submit(HFTokenizer.from_file, str(folder / "tokenizer.json"))
+            data = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+            ranks = self._tiktoken_ranks(folder, data) if self.fast_path != "off" else None
+            self.hf = hf.result()
         self.hf.encode_special_tokens = True  # special strings in text stay text
-        data = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
         self.added = {t["content"]: t["id"] for t in data.get("added_tokens", [])}
         self.vocab_size = self.hf.get_vocab_size(with_added_tokens=True)
         self.token_bytes = self._byte_lengths(data)
-        self.tiktoken = self._build_tiktoken(folder, data) if self.fast_path != "off" else None
+        self.tiktoken = self._build_tiktoken(folder, *ranks) if ranks is not None else None
         self.verified = self.fast_path == "on"
         self._short_cache: dict[str, list[int]] = {}
+        self._blob: tuple[np.ndarray, np.ndarray] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {"spec": self.spec, "fast_path": self.fast_path, "verified": self.verified,
@@ -139,13 +143,18 @@ class Tokenizer:
                                  fix="use a byte-level BPE tokenizer (Llama-3, Qwen, GPT-2 family)")
         lengths = np.zeros(self.vocab_size, dtype=np.int64)
         # In a byte-level vocab every byte is one character, so a token's byte length is its length.
-        for token, idx in self.hf.get_vocab(with_added_tokens=False).items():
+        # The model vocab as tokenizer.json spells it: `hf.get_vocab` would rebuild the same dict.
+        vocab = (data.get("model") or {}).get("vocab")
+        if not isinstance(vocab, dict):
+            vocab = self.hf.get_vocab(with_added_tokens=False)
+        for token, idx in vocab.items():
             lengths[idx] = len(token)
         for content, idx in self.added.items():
             lengths[idx] = len(content.encode("utf-8"))
         return lengths
 
-    def _build_tiktoken(self, folder: Path, data: dict[str, Any]):
+    def _tiktoken_ranks(self, folder: Path, data: dict[str, Any]) -> tuple[str, dict[bytes, int]] | None:
+        """(split pattern, BPE ranks) for a tiktoken fast path, or None when the folder has none."""
         model = folder / "tokenizer.model"
         if not model.exists():
             model = folder / "original" / "tokenizer.model"
@@ -157,6 +166,9 @@ class Tokenizer:
         ranks = _read_tiktoken_ranks(model)
         if not ranks:
             return self._no_fast("tokenizer.model is not a tiktoken BPE file")
+        return pattern, ranks
+
+    def _build_tiktoken(self, folder: Path, pattern: str, ranks: dict[bytes, int]):
         import tiktoken
 
         specials = {c: i for c, i in self.added.items() if i >= len(ranks)}
@@ -216,6 +228,30 @@ class Tokenizer:
         norm = self.hf.normalizer
         return norm.normalize_str(text) if norm is not None else text
 
+    def token_blob(self) -> tuple[np.ndarray, np.ndarray]:
+        """(every token's bytes concatenated in id order as uint8, each id's start in it; one more
+        entry at the end), so a batch of ids decodes with one numpy gather (`tokenize_batch`).
+
+        >>> blob, start = Tokenizer().token_blob()
+        >>> bytes(blob[start[9906] : start[9907]])
+        b'Hello'
+        """
+        if self._blob is None:
+            # The vocabulary's strings are byte-level (one character per byte, GPT-2's map); added
+            # tokens are their UTF-8 text, as both decoders give them back.
+            byte_of = {c: b for b, c in _byte_level_chars().items()}
+            tokens: list[bytes] = [b""] * self.vocab_size
+            for token, idx in self.hf.get_vocab(with_added_tokens=False).items():
+                tokens[idx] = bytes(byte_of[c] for c in token)
+            for content, idx in self.added.items():
+                tokens[idx] = content.encode("utf-8")
+            start = np.zeros(self.vocab_size + 1, np.int64)
+            np.cumsum([len(t) for t in tokens], out=start[1:])
+            if not np.array_equal(np.diff(start), self.token_bytes):
+                raise AssertionError("token byte lengths disagree with the vocabulary's bytes")
+            self._blob = (np.frombuffer(b"".join(tokens), np.uint8), start)
+        return self._blob
+
     def decode_bytes(self, ids: Sequence[int]) -> bytes:
         """The bytes `ids` stand for."""
         if self.tiktoken is not None:
@@ -235,6 +271,22 @@ class Tokenizer:
             self.tiktoken = None
         self.verified = True
         return bad == 0
+
+
+@functools.cache
+def _byte_level_chars() -> dict[int, str]:
+    """GPT-2's byte -> character map of byte-level BPE vocabularies (`bytes_to_unicode`).
+
+    >>> _byte_level_chars()[ord("a")], _byte_level_chars()[ord(" ")]
+    ('a', 'Ġ')
+    """
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    out, extra = {b: chr(b) for b in printable}, 0
+    for b in range(256):
+        if b not in out:
+            out[b] = chr(256 + extra)
+            extra += 1
+    return dict(sorted(out.items()))
 
 
 def _split_pattern(pre: dict[str, Any]) -> str | None:

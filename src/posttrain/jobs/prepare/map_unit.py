@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections import Counter
+from collections import Counter, deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from posttrain.stage import REASONS, REASONS_TYPE, Stage, rejected_mask, severit
 KEPT_SCHEMA = NEMOTRON_SCHEMA.append(pa.field(REASONS, REASONS_TYPE))
 REJECT_SCHEMA = KEPT_SCHEMA.append(pa.field("stage", pa.string()))
 DOC_COLUMNS = ("uuid", "category", "input_ids", "loss_mask")
+TOKENIZE_CHUNK = 64  # rows a tokenize call takes: small enough that a unit's last wait is short
 
 
 @dataclass
@@ -103,29 +105,48 @@ def process_unit(plan: UnitPlan, index: int) -> dict[str, Any]:
     rows_in_by_split: Counter = Counter()
     dups = duplicate_marker(plan, index)
     try:
-        for batch in src.iter_fragment(frag, plan.batch_size, with_reasons=True):
-            if limit is not None:
-                if counts["rows_in"] >= limit:
-                    break
-                batch = batch.slice(0, limit - counts["rows_in"])
-            counts["rows_in"] += batch.num_rows
-            rows_in_by_split.update(batch.column("category").to_pylist())
-            for stage in plan.row_stages:
-                batch = stage.process(batch)
-            if dups is not None:  # later rows of a uuid an earlier row has (see jobs.prepare.uuids)
-                batch = dups(batch)
-            _count_reasons(batch, reasons)
-            bad = rejected_mask(batch, plan.severity)
-            if bad.any():
-                rejected = _reject_rows(batch.filter(pa.array(bad)), "rows")
-                writer.write("rejects", rejected)
-                first_reasons.update(first_error_reasons(rejected, plan.severity))
-                counts["rejected"] += int(bad.sum())
-                batch = batch.filter(pa.array(~bad))
-            if batch.num_rows == 0:
-                continue
-            toks = plan.tokenize_stage.process(plan.render_stage.process(batch))
-            _process_tokenized(plan, batch, toks, writer, counts, reasons, first_reasons)
+        # Tokenizing (tiktoken, which releases the GIL) runs on a thread while this one reads, checks
+        # and renders the next batch: on two cores that hides most of the encoding. It goes in chunks
+        # of TOKENIZE_CHUNK rows, so that little is left to wait for when a unit's last batch is
+        # rendered. Outputs are written in the serial order (batch k's tokenized rows, then batch
+        # k+1's row rejects), so the unit's files hold the same rows in the same order.
+        with ThreadPoolExecutor(1, thread_name_prefix="tokenize") as pool:
+            tok = plan.tokenize_stage
+            pool.submit(getattr, tok, "tokenizer", None)  # loads while the first batch is checked
+            pending: deque[tuple[pa.RecordBatch, Future]] = deque()
+            for batch in src.iter_fragment(frag, plan.batch_size, with_reasons=True):
+                if limit is not None:
+                    if counts["rows_in"] >= limit:
+                        break
+                    batch = batch.slice(0, limit - counts["rows_in"])
+                counts["rows_in"] += batch.num_rows
+                rows_in_by_split.update(batch.column("category").to_pylist())
+                for stage in plan.row_stages:
+                    batch = stage.process(batch)
+                if dups is not None:  # later rows of a uuid an earlier row has (see jobs.prepare.uuids)
+                    batch = dups(batch)
+                _count_reasons(batch, reasons)
+                bad = rejected_mask(batch, plan.severity)
+                rejected = _reject_rows(batch.filter(pa.array(bad)), "rows") if bad.any() else None
+                if rejected is not None:
+                    batch = batch.filter(pa.array(~bad))
+                submitted = []
+                if batch.num_rows:
+                    rendered = plan.render_stage.process(batch)
+                    for i in range(0, batch.num_rows, TOKENIZE_CHUNK):
+                        part = rendered.slice(i, TOKENIZE_CHUNK)
+                        submitted.append((batch.slice(i, TOKENIZE_CHUNK), pool.submit(tok.process, part)))
+                while pending:
+                    rows, toks = pending.popleft()
+                    _process_tokenized(plan, rows, toks.result(), writer, counts, reasons, first_reasons)
+                if rejected is not None:
+                    writer.write("rejects", rejected)
+                    first_reasons.update(first_error_reasons(rejected, plan.severity))
+                    counts["rejected"] += rejected.num_rows
+                pending.extend(submitted)
+            while pending:
+                rows, toks = pending.popleft()
+                _process_tokenized(plan, rows, toks.result(), writer, counts, reasons, first_reasons)
         result = {
             "unit": index,
             "fragment": frag.place,

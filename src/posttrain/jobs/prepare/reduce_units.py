@@ -5,7 +5,7 @@
 - `MixUnit` (one per map unit, three steps): the mixing counts of the unit's surviving rows, the
   hashes in a key's boundary bin, then the draw (copies per document) under the run's plans;
 - `ShardUnit` (one per shard): gathers the shard's documents from the memory-mapped spools and
-  writes the shard.
+  writes the shard, one row group of packs at a time (memory: a row group, not a shard).
 
 Every unit reads only files under the run's output folder (the map units' `kept.parquet`,
 `index.parquet`, `docs.arrow`; the pass metadata the driver wrote) and writes its own unit
@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from posttrain.config import DedupConfig, PackConfig, SelectConfig
 from posttrain.hashing import uuid_keys
-from posttrain.io.shards import write_shard
+from posttrain.io.shards import write_shard_groups
 from posttrain.io.spool import UnitWriter, take_docs, unit_dir
 from posttrain.jobs.prepare.run_index import DOC_RECORD
 from posttrain.reduce.dedup.exact import in_sorted
@@ -40,7 +40,7 @@ from posttrain.reduce.mix import (
     refine_batch,
     stats_to_arrays,
 )
-from posttrain.reduce.pack.build import assemble_packs, doc_keys
+from posttrain.reduce.pack.build import PackStats, assemble_packs, doc_keys
 
 KEPT_BATCH = 1024
 
@@ -193,8 +193,25 @@ class ShardUnit:
 
     def __call__(self, s: int) -> dict[str, Any]:
         shards = np.load(self.plan / "shards.npy")
-        bin_off = np.load(self.plan / "bin_offsets.npy", mmap_mode="r")
         b0, b1 = int(shards[s]), int(shards[s + 1])
+        stats = PackStats()
+
+        def pieces() -> Iterator[pa.Table]:
+            # one row group of packs at a time: a shard's tokens are never all in memory at once
+            nonlocal stats
+            for g0 in range(b0, b1, self.config.row_group_packs):
+                table, st = self._packs(g0, min(g0 + self.config.row_group_packs, b1))
+                stats = stats.merge(st)
+                yield table
+
+        info = write_shard_groups(pieces(), self.out_dir / f"shard-{s:05d}.parquet", self.config)
+        result = {"unit": s, "shard": info.to_dict(), "stats": stats.to_dict(), "packs": info.packs,
+                  "tokens": info.tokens}
+        return commit_unit(self.units_work, s, result, {})
+
+    def _packs(self, b0: int, b1: int) -> tuple[pa.Table, PackStats]:
+        """Packs b0..b1 of the plan, built from their documents."""
+        bin_off = np.load(self.plan / "bin_offsets.npy", mmap_mode="r")
         d0, d1 = int(bin_off[b0]), int(bin_off[b1])
         unit = np.asarray(np.load(self.plan / "unit.npy", mmap_mode="r")[d0:d1])
         row = np.asarray(np.load(self.plan / "row.npy", mmap_mode="r")[d0:d1])
@@ -203,11 +220,7 @@ class ShardUnit:
         if (copy > 0).any():
             docs = _rename_copies(docs, copy)
         local = [np.arange(int(bin_off[b]) - d0, int(bin_off[b + 1]) - d0) for b in range(b0, b1)]
-        table, st = assemble_packs(docs, local, self.config)
-        info = write_shard(table, self.out_dir / f"shard-{s:05d}.parquet", self.config)
-        result = {"unit": s, "shard": info.to_dict(), "stats": st.to_dict(), "packs": info.packs,
-                  "tokens": info.tokens}
-        return commit_unit(self.units_work, s, result, {})
+        return assemble_packs(docs, local, self.config)
 
 
 def _gather(work: Path, unit: np.ndarray, row: np.ndarray) -> pa.Table:

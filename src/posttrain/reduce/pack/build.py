@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 from posttrain.config import PackConfig
 from posttrain.errors import PosttrainError
 from posttrain.hashing import splitmix64, uuid_keys
-from posttrain.reduce.pack.algorithms import ALGORITHMS, shuffle_bins
+from posttrain.reduce.pack.algorithms import ALGORITHMS, segment_reduce, shuffle_bins
 from posttrain.schema import IGNORE_INDEX
 
 REQUIRED_COLUMNS = ("uuid", "category", "input_ids", "loss_mask")
@@ -175,16 +175,18 @@ def plan_shards(bins: list[np.ndarray], lengths: np.ndarray, config: PackConfig)
     if config.padded:
         sizes = np.full(len(bins), config.seq_len, np.int64)
     else:
-        sizes = np.array([int(lengths[b].sum()) for b in bins], np.int64)
-    sizes = sizes * 4 * token_columns(config)
-    cuts, start, held = [], 0, 0
-    for i, size in enumerate(sizes.tolist()):
-        held += size
-        if i + 1 - start >= config.shard_packs or (config.shard_bytes is not None and held >= config.shard_bytes):
-            cuts.append(slice(start, i + 1))
-            start, held = i + 1, 0
-    if start < len(bins):
-        cuts.append(slice(start, len(bins)))
+        sizes = segment_reduce(np.add, np.asarray(lengths, np.int64), bins)
+    # bytes held before each pack: a shard [start, end) holds held[end] - held[start]; one
+    # searchsorted per shard (not a step per pack) finds where it reaches shard_bytes
+    held = np.concatenate([[0], np.cumsum(sizes * 4 * token_columns(config))])
+    cuts, start, n = [], 0, len(bins)
+    while start < n:
+        end = min(start + config.shard_packs, n)
+        if config.shard_bytes is not None:
+            full = int(np.searchsorted(held, held[start] + config.shard_bytes, side="left"))
+            end = min(end, max(full, start + 1))
+        cuts.append(slice(start, end))
+        start = end
     return cuts
 
 
