@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from posttrain.cli import app
 from posttrain.config import default_recipe
-from posttrain.eval.heldout import heldout_items
+from posttrain.eval.heldout import heldout_items, trained_on_heldout
 from posttrain.io.sources import open_source
 from posttrain.stages.heldout import heldout_mask
 
@@ -45,6 +45,27 @@ def test_prepare_leaves_out_the_slice_that_eval_grades(tmp_path: Path) -> None:
 
     items, coverage = heldout_items("math", None, FRACTION)
     assert items and {it.item_id for it in items} <= slice_
+
+    # a model trained on these shards: eval warns only when it grades more than prepare left out
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "posttrain_train.json").write_text(json.dumps({"shards": str(out / "shards")}))
+    assert trained_on_heldout(str(model), FRACTION) is None
+    assert trained_on_heldout(str(model), FRACTION / 2) is None  # a smaller slice lies inside the larger
+    warning = trained_on_heldout(str(model), 2 * FRACTION)
+    assert warning and "only 5.00% of rows" in warning and "heldout: 0.1" in warning
+
+
+def test_eval_warns_when_the_model_trained_on_the_whole_slice(tmp_path: Path) -> None:
+    prepared = tmp_path / "prepared"
+    (prepared / "shards").mkdir(parents=True)
+    (prepared / "manifest.json").write_text(json.dumps({"recipe": default_recipe().to_dict()}))
+    model = tmp_path / "model"
+    model.mkdir()
+    assert trained_on_heldout(str(model), 0.01) is None  # not trained by posttrain: nothing known
+    (model / "posttrain_train.json").write_text(json.dumps({"shards": str(prepared / "shards")}))
+    warning = trained_on_heldout(str(model), 0.01)
+    assert warning and "none of it" in warning and str(prepared) in warning
 
 
 def test_no_slice_keeps_the_recipe_hash_and_record() -> None:

@@ -16,6 +16,7 @@ rows carry no reference to grade against and are not offered.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from posttrain.errors import PosttrainError
@@ -25,7 +26,7 @@ from posttrain.stages.checks.math import boxed_answers
 from posttrain.stages.heldout import heldout_mask, in_heldout
 
 GRADED_CATEGORIES = ("math", "stem", "tool_calling")
-__all__ = ["GRADED_CATEGORIES", "heldout_items", "heldout_mask", "in_heldout", "row_item"]
+__all__ = ["GRADED_CATEGORIES", "heldout_items", "heldout_mask", "in_heldout", "row_item", "trained_on_heldout"]
 
 
 def _clean(message: dict[str, Any]) -> dict[str, Any]:
@@ -110,3 +111,25 @@ def heldout_items(
         items.extend(it for row in picked if (it := row_item(row, category)) is not None)
     where = f"{source or 'bundled sample'} [{category}], {fraction:.2%} of rows by uuid hash"
     return (items[:limit] if limit else items), Coverage(len(items), in_slice, where)
+
+
+def trained_on_heldout(model: str, fraction: float) -> str | None:
+    """A warning when `model` was trained by posttrain on shards that kept (part of) the held-out slice.
+
+    The model folder's `posttrain_train.json` names its shards; their `manifest.json` records the
+    recipe's `heldout` fraction (absent: none was left out). Slices are nested (a row in the slice of
+    f is in the slice of every larger f), so the rows are unseen only when prepare's fraction is at
+    least eval's. A model posttrain did not train says nothing, and gets no warning.
+    """
+    record = Path(model) / "posttrain_train.json"
+    try:
+        shards = Path(json.loads(record.read_text())["shards"])
+        manifest = json.loads((shards.parent / "manifest.json").read_text())
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    left_out = float((manifest.get("recipe") or {}).get("heldout") or 0.0)
+    if left_out >= fraction:
+        return None
+    what = "none of it" if left_out == 0 else f"only {left_out:.2%} of rows"
+    return (f"heldout/*: the model was trained on {shards.parent} whose recipe left {what} out, but this eval "
+            f"grades {fraction:.2%}: some graded rows were trained on (prepare with `heldout: {fraction}`)")

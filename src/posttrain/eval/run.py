@@ -25,6 +25,7 @@ from typing import Any
 from posttrain.errors import PosttrainError
 from posttrain.eval.config import EvalConfig, Mode
 from posttrain.eval.graders import Grader
+from posttrain.eval.heldout import trained_on_heldout
 from posttrain.eval.items import Coverage, EvalItem
 from posttrain.eval.prompts import ReasoningSwitch, detect_switch, item_messages, render_prompt
 from posttrain.eval.results import (
@@ -191,6 +192,9 @@ def run_eval(config: EvalConfig, on_progress: OnProgress | None = None) -> EvalS
                 run.backend.close()
         write_atomic(out / RECORDS, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in final))
         warnings = [w for r in results for w in result_warnings(r)]
+        if any(spec.startswith("heldout") for spec in specs):
+            overlap = trained_on_heldout(config.model, config.heldout_fraction)
+            warnings += [overlap] if overlap else []
         if run.switch.kind == "none" and config.reasoning != "off":
             warnings.append("the model has no reasoning switch: 'on' differs from 'off' only in sampling")
         summary = EvalSummary(
