@@ -264,6 +264,7 @@ def test_cli_eval_draws_a_bar_per_benchmark_with_its_speed(tiny, tmp_path):
         assert f"generate {r.benchmark} (off)" in res.output and f"grade {r.benchmark} (off)" in res.output
         assert f"{r.benchmark} (off): {r.correct}/2 correct, {r.tokens_per_s:,.1f} tokens/s" in res.output
     assert "2/2 results" in res.output and "wrote " in res.output
+    assert "Loading weights" not in res.output  # transformers' own bars stay off: progress is the Bars'
 
 
 def test_run_eval_refuses_a_folder_it_did_not_write(tiny, tmp_path):

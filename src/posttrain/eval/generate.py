@@ -23,6 +23,7 @@ import xxhash
 
 from posttrain.errors import PosttrainError
 from posttrain.eval.config import EvalConfig, Sampling
+from posttrain.io.hf_quiet import quiet
 
 OnTokens = Callable[[int], None]
 _END_OF_TURN = ("<|eot_id|>", "<|im_end|>", "<|end|>", "<|endoftext|>", "<|end_of_text|>", "<end_of_turn>",
@@ -98,7 +99,8 @@ class TransformersBackend:
             torch_dtype = getattr(torch, dtype)
         where, kwargs = _split_model_path(model)
         try:
-            self.model = AutoModelForCausalLM.from_pretrained(where, dtype=torch_dtype, **kwargs)
+            with quiet():  # progress goes through on_progress, never transformers' own bars
+                self.model = AutoModelForCausalLM.from_pretrained(where, dtype=torch_dtype, **kwargs)
         except (OSError, ValueError) as err:
             raise PosttrainError(f"cannot load the model: {err}"[:300], place=model,
                                  fix="give a folder with config.json and weights, or a hub id") from None  # fmt: skip

@@ -15,15 +15,14 @@ What is refused before anything is written, and how a resume is checked: `posttr
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from posttrain.config import TrainConfig
 from posttrain.errors import PosttrainError
+from posttrain.io.hf_quiet import quiet
 from posttrain.progress import OnProgress, ProgressEvent
 from posttrain.train.data import (
     CategoryIndex,
@@ -127,20 +126,6 @@ def _training_args(config: TrainConfig, out: Path, precision: str) -> Any:
     )
 
 
-@contextlib.contextmanager
-def _quiet_progress_bars() -> Iterator[None]:
-    """transformers draws bars on load/save; a library run reports through on_progress only."""
-    from transformers.utils import logging as hf_logging
-
-    was = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was:
-            hf_logging.enable_progress_bar()
-
-
 def run_train(config: TrainConfig, on_progress: OnProgress | None = None) -> TrainSummary:
     """Fine-tune `config.model` on `config.shards`; returns what was done.
 
@@ -148,7 +133,7 @@ def run_train(config: TrainConfig, on_progress: OnProgress | None = None) -> Tra
     `posttrain.train.trainer.StepRecorder`): a start line, one advance per optimizer step, a line per
     checkpoint and a last line. The run's record is `train_log.jsonl`, written whatever is passed.
     """
-    with _quiet_progress_bars():
+    with quiet():
         return _run_train(config, on_progress)
 
 
