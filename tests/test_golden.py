@@ -9,12 +9,12 @@ and say why in the commit that changes them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 
 import pytest
+from digests_helper import output_digests
 from typer.testing import CliRunner
 
 from posttrain.cli import app
@@ -22,9 +22,6 @@ from posttrain.cli import app
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 GOLDEN = Path(__file__).parent / "golden" / "digests.json"
-# fields that hold wall-clock time or the machine's paths, not the data
-VOLATILE = {"seconds", "phase_seconds", "elapsed", "started", "finished", "tokens_per_second", "rows_per_second"}
-BOOKKEEPING = (".work", ".units", ".posttrain")
 
 COMMANDS: dict[str, list[str]] = {
     "prepare": ["prepare"],
@@ -37,29 +34,6 @@ COMMANDS: dict[str, list[str]] = {
 }
 
 
-def _strip(doc):
-    if isinstance(doc, dict):
-        return {k: _strip(v) for k, v in doc.items() if k not in VOLATILE}
-    if isinstance(doc, list):
-        return [_strip(v) for v in doc]
-    return doc
-
-
-def digest_tree(out: Path) -> dict[str, str]:
-    """sha256 of every file `out` holds for the user (bookkeeping folders excluded)."""
-    digests = {}
-    for path in sorted(p for p in out.rglob("*") if p.is_file()):
-        rel = path.relative_to(out)
-        if rel.parts[0] in BOOKKEEPING:
-            continue
-        # the output folder's own path is recorded (the recipe's output.dir); it is not the data
-        data = path.read_bytes().replace(str(out).encode(), b"<OUT>")
-        if path.suffix == ".json":
-            data = json.dumps(_strip(json.loads(data)), sort_keys=True).encode()
-        digests[rel.as_posix()] = hashlib.sha256(data).hexdigest()
-    return digests
-
-
 @pytest.fixture(scope="module")
 def golden() -> dict[str, dict[str, str]]:
     return json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}
@@ -70,7 +44,7 @@ def test_outputs_match_golden_digests(command: str, tmp_path: Path, golden) -> N
     out = tmp_path / command
     res = CliRunner().invoke(app, [*COMMANDS[command], "--out", str(out)])
     assert res.exit_code == 0, res.output
-    got = digest_tree(out)
+    got = output_digests(out)
     assert got, f"{command} wrote nothing"
     if os.environ.get("POSTTRAIN_UPDATE_GOLDEN"):
         data = json.loads(GOLDEN.read_text()) if GOLDEN.exists() else {}

@@ -5,7 +5,6 @@ phase and the manifest times them. (Multi-node Ray: tests/test_scale_ray.py.)"""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pytest
 import yaml
+from digests_helper import output_digests
 from typer.testing import CliRunner
 
 from posttrain.cli import app
@@ -32,33 +32,6 @@ from posttrain.runner.session import open_engine
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 runner = CliRunner()
-VOLATILE = {"seconds", "phase_seconds"}
-
-
-def _strip(doc):
-    if isinstance(doc, dict):
-        return {k: _strip(v) for k, v in doc.items() if k not in VOLATILE}
-    if isinstance(doc, list):
-        return [_strip(v) for v in doc]
-    return doc
-
-
-def digests(out: Path) -> dict[str, str]:
-    """sha256 of every file a run wrote for the user; JSON without timings, the engine and the folder."""
-    found = {}
-    for path in sorted(p for p in out.rglob("*") if p.is_file()):
-        rel = path.relative_to(out)
-        if rel.parts[0].startswith(".") or rel.name == "README.md":  # bookkeeping; the card names the engine
-            continue
-        data = path.read_bytes().replace(str(out).encode(), b"<OUT>")
-        if path.suffix == ".json":
-            doc = _strip(json.loads(data))
-            if isinstance(doc, dict) and "recipe" in doc:
-                doc.pop("run", None)
-                doc["recipe"] = {k: v for k, v in doc["recipe"].items() if k not in ("engine", "output")}
-            data = json.dumps(doc, sort_keys=True).encode()
-        found[rel.as_posix()] = hashlib.sha256(data).hexdigest()
-    return found
 
 
 def cli(*args: str) -> None:
@@ -145,9 +118,9 @@ def test_dedup_on_processes_gives_the_local_bytes(tmp_path: Path):
     args = ["dedup", "--exact-key", "prompt", "--max-responses-per-prompt", "1"]
     cli(*args, "--out", str(tmp_path / "local"))
     cli(*args, "--out", str(tmp_path / "proc"), "--engine", "processes", "--workers", "2", "--unit-rows", "100")
-    local = digests(tmp_path / "local")
+    local = output_digests(tmp_path / "local", across_engines=True)
     assert {"kept/part-00000.parquet", "removed/part-00000.parquet", "clusters.parquet", "summary.json"} <= set(local)
-    assert digests(tmp_path / "proc") == local
+    assert output_digests(tmp_path / "proc", across_engines=True) == local
     assert not (tmp_path / "proc" / ".work").exists()
 
 
@@ -162,9 +135,9 @@ def test_select_on_processes_gives_the_local_bytes(tmp_path: Path):
     args = ["select", "--recipe", str(recipe), "--limit", "2200"]
     cli(*args, "--out", str(tmp_path / "local"))
     cli(*args, "--out", str(tmp_path / "proc"), "--engine", "processes", "--workers", "2", "--unit-rows", "100")
-    local = digests(tmp_path / "local")
+    local = output_digests(tmp_path / "local", across_engines=True)
     assert any(k.startswith("kept/") for k in local) and any(k.startswith("rejects/") for k in local)
-    assert digests(tmp_path / "proc") == local
+    assert output_digests(tmp_path / "proc", across_engines=True) == local
 
 
 # ---- prepare: every reduce and pack pass on the engine, the local bytes ---------------------------------
@@ -183,9 +156,9 @@ def test_prepare_reduce_and_pack_passes_on_processes_give_the_local_bytes(tmp_pa
     recipe.write_text(yaml.safe_dump(PREPARE))
     cli("prepare", str(recipe), "--out", str(tmp_path / "local"))
     cli("prepare", str(recipe), "--out", str(tmp_path / "proc"), "--engine", "processes", "--workers", "2")
-    local = digests(tmp_path / "local")
+    local = output_digests(tmp_path / "local", across_engines=True)
     assert sum(k.startswith("shards/") for k in local) >= 2 and "rejects/reduce.parquet" in local
-    assert digests(tmp_path / "proc") == local
+    assert output_digests(tmp_path / "proc", across_engines=True) == local
     m = json.loads((tmp_path / "proc" / "manifest.json").read_text())
     assert {"dedup.exact", "dedup.near", "dedup.quota", "mix.count", "mix.draw", "pack.shards"} <= set(m["run"]["phase_seconds"])
     assert m["rows"]["rejected_by_reason"].get("select.unsampled", 0) > 0
