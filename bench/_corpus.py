@@ -92,8 +92,10 @@ def make_row(i: int, split: str, mean_bytes: int, seed: int) -> dict:
     }
 
 
-def write_dataset(root: Path, n: int, mean_bytes: int = 17_000, seed: int = 0, row_group: int = 500) -> int:
-    """Write n rows in the hub layout under root/data; returns the bytes of text written."""
+def write_dataset(root: Path, n: int, mean_bytes: int = 17_000, seed: int = 0, row_group: int = 500,
+                  expected_answers: bool = False) -> int:
+    """Write n rows in the hub layout under root/data; returns the bytes of text written.
+    `expected_answers`: math rows carry an answer to check (`with_expected_answer`)."""
     (root / "data").mkdir(parents=True, exist_ok=True)
     text_bytes = 0
     rng = random.Random(seed)
@@ -101,10 +103,10 @@ def write_dataset(root: Path, n: int, mean_bytes: int = 17_000, seed: int = 0, r
     by_split: dict[str, list[dict]] = {s: [] for s in SPLITS}
     for i in range(n):
         split = rng.choices(names, weights)[0]
-        by_split[split].append(make_row(i, split, mean_bytes, seed))
+        row = make_row(i, split, mean_bytes, seed)
+        by_split[split].append(with_expected_answer(row, i, seed) if expected_answers else row)
     for split, rows in by_split.items():
-        for r in rows:
-            text_bytes += sum(len(m["content"].encode()) for m in r["messages"])
+        text_bytes += sum(len(m["content"].encode()) for r in rows for m in r["messages"])
         if rows:
             table = pa.Table.from_pylist(rows, schema=NEMOTRON_SCHEMA)
             pq.write_table(table, root / "data" / f"{PREFIX[split]}-00000-of-00001.parquet", row_group_size=row_group)
@@ -121,21 +123,3 @@ def with_expected_answer(row: dict, i: int, seed: int, mismatch: float = 0.02) -
     wrong = random.Random(f"expected-{seed}-{i}").random() < mismatch
     expected = str(int(boxed) + 1) if wrong else boxed
     return {**row, "metadata": json.dumps({"bench": True, "expected_answer": expected})}
-
-
-def write_checked_dataset(root: Path, n: int, mean_bytes: int = 15_000, seed: int = 0, row_group: int = 500) -> int:
-    """`write_dataset`'s rows with math answers to check (`with_expected_answer`); returns the bytes of text."""
-    (root / "data").mkdir(parents=True, exist_ok=True)
-    text_bytes = 0
-    rng = random.Random(seed)
-    names, weights = list(SPLITS), list(SPLITS.values())
-    by_split: dict[str, list[dict]] = {s: [] for s in SPLITS}
-    for i in range(n):
-        split = rng.choices(names, weights)[0]
-        by_split[split].append(with_expected_answer(make_row(i, split, mean_bytes, seed), i, seed))
-    for split, rows in by_split.items():
-        text_bytes += sum(len(m["content"].encode()) for r in rows for m in r["messages"])
-        if rows:
-            table = pa.Table.from_pylist(rows, schema=NEMOTRON_SCHEMA)
-            pq.write_table(table, root / "data" / f"{PREFIX[split]}-00000-of-00001.parquet", row_group_size=row_group)
-    return text_bytes
