@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_scale import digests
+from digests_helper import output_digests
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -108,9 +108,9 @@ def test_prepare_on_a_three_node_cluster_gives_the_local_bytes(cluster, tmp_path
     posttrain("prepare", str(recipe), "--out", str(tmp_path / "local"))
     posttrain("prepare", str(recipe), "--out", str(tmp_path / "ray"), "--engine", "ray", "--workers", "3",
               "--address", cluster.address)
-    local = digests(tmp_path / "local")
+    local = output_digests(tmp_path / "local", across_engines=True)
     assert sum(k.startswith("shards/") for k in local) >= 2
-    assert digests(tmp_path / "ray") == local
+    assert output_digests(tmp_path / "ray", across_engines=True) == local
     m = json.loads((tmp_path / "ray" / "manifest.json").read_text())
     assert m["run"]["engine"] == "ray" and {"map", "reduce.keys", "dedup.near", "pack.shards"} <= set(m["run"]["phase_seconds"])
 
@@ -120,4 +120,5 @@ def test_dedup_and_select_on_a_three_node_cluster_give_the_local_bytes(cluster, 
     for args in (["dedup", "--split", "math,code"], ["select", "--where", "category!=chat", "--seed", "7"]):
         posttrain(*args, "--out", str(tmp_path / f"{args[0]}-local"))
         posttrain(*args, "--out", str(tmp_path / f"{args[0]}-ray"), *on_ray)
-        assert digests(tmp_path / f"{args[0]}-ray") == digests(tmp_path / f"{args[0]}-local"), args[0]
+        ray, local = (output_digests(tmp_path / f"{args[0]}-{e}", across_engines=True) for e in ("ray", "local"))
+        assert ray == local, args[0]
