@@ -16,12 +16,10 @@ was drawn) or straight to `kept/`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import pyarrow as pa
 
 from posttrain.config import SelectConfig
@@ -33,15 +31,17 @@ from posttrain.jobs.select import finish_select, make_shuffler, new_counts, sele
 from posttrain.progress import OnProgress, reporter
 from posttrain.reduce.dedup.partition import commit_unit
 from posttrain.reduce.mix import (
+    Found,
     GroupStats,
     KeyPlan,
     count_batch,
     finish_refine,
+    gathered_refined,
     make_plan,
-    merge_stats,
+    merged_unit_stats,
     plan_keys,
     refine_batch,
-    stats_from_arrays,
+    refined_arrays,
     stats_to_arrays,
 )
 from posttrain.runner.session import open_engine
@@ -72,14 +72,10 @@ class SelectUnit:
             return commit_unit(self.work, u, result, stats_to_arrays(stats))
         if self.step == "refine":
             assert self.plans is not None and self.refine is not None
-            found: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {k: ([], []) for k in self.refine}
+            found: Found = {k: ([], []) for k in self.refine}
             for batch in self.rows.batches(u):
                 refine_batch(batch, self.config, self.plans, self.refine, found)
-            keys = list(self.refine)
-            arrays = {}
-            for i, k in enumerate(keys):
-                arrays[f"h{i}"] = np.concatenate(found[k][0]) if found[k][0] else np.zeros(0, np.uint64)
-                arrays[f"w{i}"] = np.concatenate(found[k][1]) if found[k][1] else np.zeros(0, np.int64)
+            keys, arrays = refined_arrays(self.refine, found)
             return commit_unit(self.work, u, {"unit": u, "keys": keys}, arrays)
         return self._draw(u)
 
@@ -102,10 +98,6 @@ class SelectUnit:
             writer.abort()
             raise
         return result
-
-
-def _keys(d: Path) -> list[str]:
-    return json.loads((d / "result.json").read_text())["keys"]
 
 
 @owns_output("select")
@@ -133,10 +125,7 @@ def run_select_on_engine(source: Any, out_dir: str | Path, config: SelectConfig 
         row_bytes = 0.0
         if config.mix is not None or config.shuffle:
             results = passes.run("count", unit("count"), units, work / "count", phase="select: count")
-            for u in units:
-                d = unit_dir(work / "count", u)
-                arrays = {n: np.load(d / f"{n}.npy") for n in ("rows", "tokens", "key_of", "bins", "row_hist", "token_hist")}
-                merge_stats(stats, stats_from_arrays(_keys(d), arrays), config)
+            stats = merged_unit_stats(work / "count", units, config)
             nbytes, n = sum(r["nbytes"] for r in results), sum(r["rows"] for r in results)
             row_bytes = nbytes / n if n else 0.0
         plans: dict[str, KeyPlan] = {}
@@ -147,13 +136,7 @@ def run_select_on_engine(source: Any, out_dir: str | Path, config: SelectConfig 
             if refine:
                 passes.run("refine", unit("refine", plans=plans, refine=refine), units, work / "refine",
                            phase="select: count")
-                found: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {k: ([], []) for k in refine}
-                for u in units:
-                    d = unit_dir(work / "refine", u)
-                    for i, k in enumerate(_keys(d)):
-                        found[k][0].append(np.load(d / f"h{i}.npy"))
-                        found[k][1].append(np.load(d / f"w{i}.npy"))
-                finish_refine(plans, refine, found, stats)
+                finish_refine(plans, refine, gathered_refined(work / "refine", units, refine), stats)
         drawn = passes.run("draw", unit("draw", plans=plans), units, work / "draw", phase=PHASE, rows="rows_in")
     shuffler = make_shuffler(out, config, plans, stats, row_bytes)
     kept, rejects = PartWriter(out / "kept"), PartWriter(out / "rejects")

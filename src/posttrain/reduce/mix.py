@@ -3,6 +3,7 @@ copies per row, and the asked-vs-achieved table."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -14,6 +15,7 @@ from pydantic import BaseModel
 from posttrain.config import MixConfig, SelectConfig, Where
 from posttrain.errors import RecipeError
 from posttrain.io.sources import source_batches
+from posttrain.io.spool import read_result, unit_dir
 from posttrain.stage import rejected_mask
 from posttrain.stages.filters import column_values, filter_mask
 
@@ -311,6 +313,9 @@ def mixture_table(plans: dict[str, KeyPlan], achieved: dict[str, list[int]], row
     return out
 
 
+STAT_ARRAYS = ("rows", "tokens", "key_of", "bins", "row_hist", "token_hist")
+
+
 def stats_to_arrays(stats: dict[str, GroupStats]) -> dict[str, np.ndarray]:
     """A unit's counts as arrays (nonzero histogram bins only); keys in the order first seen."""
     rows = np.array([s.rows for s in stats.values()], np.int64)
@@ -324,7 +329,7 @@ def stats_to_arrays(stats: dict[str, GroupStats]) -> dict[str, np.ndarray]:
     bins = np.concatenate(b) if b else np.zeros(0, np.int64)
     rh = np.concatenate([s.row_hist[x] for s, x in zip(stats.values(), b, strict=True)]) if b else np.zeros(0, np.int64)
     th = np.concatenate([s.token_hist[x] for s, x in zip(stats.values(), b, strict=True)]) if b else np.zeros(0, np.int64)
-    return {"rows": rows, "tokens": tokens, "key_of": key_of, "bins": bins, "row_hist": rh, "token_hist": th}
+    return dict(zip(STAT_ARRAYS, (rows, tokens, key_of, bins, rh, th), strict=True))
 
 
 def stats_from_arrays(keys: list[str], arrays: dict[str, np.ndarray]) -> dict[str, GroupStats]:
@@ -336,3 +341,41 @@ def stats_from_arrays(keys: list[str], arrays: dict[str, np.ndarray]) -> dict[st
         st.row_hist[arrays["bins"][sel]] = arrays["row_hist"][sel]
         st.token_hist[arrays["bins"][sel]] = arrays["token_hist"][sel]
     return out
+
+
+# ---- the mix as unit passes (prepare's mix and `select` on an engine): what a unit saves, what the
+# driver folds. A count unit saves `stats_to_arrays`; a refine unit saves, per key it refined, the
+# hashes (h{i}) and weights (w{i}) of its candidate rows in the threshold's bin.
+
+Found = dict[str, tuple[list[np.ndarray], list[np.ndarray]]]
+
+
+def refined_arrays(refine: dict[str, int], found: Found) -> tuple[list[str], dict[str, np.ndarray]]:
+    """(the refined keys, in order; their h{i}/w{i} arrays) of one unit's `refine_batch` results."""
+    keys = list(refine)
+    arrays = {}
+    for i, k in enumerate(keys):
+        arrays[f"h{i}"] = np.concatenate(found[k][0]) if found[k][0] else np.zeros(0, np.uint64)
+        arrays[f"w{i}"] = np.concatenate(found[k][1]) if found[k][1] else np.zeros(0, np.int64)
+    return keys, arrays
+
+
+def merged_unit_stats(work: Path, units: list[int], config: SelectConfig) -> dict[str, GroupStats]:
+    """The count units' statistics under `work`, merged in unit order."""
+    stats: dict[str, GroupStats] = {}
+    for u in units:
+        d = unit_dir(work, u)
+        arrays = {n: np.load(d / f"{n}.npy") for n in STAT_ARRAYS}
+        merge_stats(stats, stats_from_arrays(read_result(work, u)["keys"], arrays), config)
+    return stats
+
+
+def gathered_refined(work: Path, units: list[int], refine: dict[str, int]) -> Found:
+    """The refine units' hashes and weights under `work`, per key, in unit order (for `finish_refine`)."""
+    found: Found = {k: ([], []) for k in refine}
+    for u in units:
+        d = unit_dir(work, u)
+        for i, k in enumerate(read_result(work, u)["keys"]):
+            found[k][0].append(np.load(d / f"h{i}.npy"))
+            found[k][1].append(np.load(d / f"w{i}.npy"))
+    return found

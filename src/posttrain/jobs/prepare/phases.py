@@ -40,12 +40,11 @@ from posttrain.jobs.prepare.run_index import RunIndex
 from posttrain.reduce.dedup.exact import CODES
 from posttrain.reduce.dedup.partition import RowUuids, SignatureLayout, signature_pass_meta
 from posttrain.reduce.mix import (
-    GroupStats,
     finish_refine,
-    merge_stats,
+    gathered_refined,
+    merged_unit_stats,
     mixture_table,
     plan_keys,
-    stats_from_arrays,
 )
 from posttrain.reduce.pack.build import PackStats, plan_bins, plan_shards
 from posttrain.runner.threads import ThreadEngine
@@ -165,23 +164,12 @@ def mix(config: SelectConfig, work: Path, keys_work: Path, root: Path, units: li
         return MixUnit(work, keys_work, out, config, dropped, step, **kw)  # type: ignore[arg-type]
 
     passes.run("mix.count", unit_fn("count", root / "mix-count"), units, root / "mix-count", phase="reduce")
-    stats: dict[str, GroupStats] = {}
-    for u in units:
-        d = unit_dir(root / "mix-count", u)
-        keys = _result_keys(d)
-        arrays = {n: np.load(d / f"{n}.npy") for n in ("rows", "tokens", "key_of", "bins", "row_hist", "token_hist")}
-        merge_stats(stats, stats_from_arrays(keys, arrays), config)
+    stats = merged_unit_stats(root / "mix-count", units, config)
     plans, refine = plan_keys(config, stats)
     if refine:
         passes.run("mix.refine", unit_fn("refine", root / "mix-refine", plans=plans, refine=refine), units,
                    root / "mix-refine", phase="reduce")
-        found: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {k: ([], []) for k in refine}
-        for u in units:
-            d = unit_dir(root / "mix-refine", u)
-            for i, k in enumerate(_result_keys(d)):
-                found[k][0].append(np.load(d / f"h{i}.npy"))
-                found[k][1].append(np.load(d / f"w{i}.npy"))
-        finish_refine(plans, refine, found, stats)
+        finish_refine(plans, refine, gathered_refined(root / "mix-refine", units, refine), stats)
     results = passes.run("mix.draw", unit_fn("draw", root / "mix-draw", plans=plans), units, root / "mix-draw",
                          phase="reduce")
     achieved: dict[str, list[int]] = {}
@@ -196,12 +184,6 @@ def mix(config: SelectConfig, work: Path, keys_work: Path, root: Path, units: li
     drop = alive & (copies == 0)
     red = Reduction(drop=drop, reason=UNSAMPLED, rows=gone, report={"rows": gone}) if gone else None
     return copies, red, mixture_table(plans, achieved, sum(r["rows_out"] for r in results))
-
-
-def _result_keys(d: Path) -> list[str]:
-    import json
-
-    return json.loads((d / "result.json").read_text())["keys"]
 
 
 def pack(recipe: Recipe, work: Path, passes: Passes, index: RunIndex, shard_dir: Path) -> tuple[list[ShardInfo], PackStats]:

@@ -32,12 +32,14 @@ from posttrain.jobs.prepare.run_index import DOC_RECORD
 from posttrain.reduce.dedup.exact import in_sorted
 from posttrain.reduce.dedup.partition import UnitSignatures, commit_unit
 from posttrain.reduce.mix import (
+    Found,
     GroupStats,
     KeyPlan,
     count_batch,
     draw_inputs,
     group_indices,
     refine_batch,
+    refined_arrays,
     stats_to_arrays,
 )
 from posttrain.reduce.pack.build import PackStats, assemble_packs, doc_keys
@@ -142,14 +144,10 @@ class MixUnit:
             return commit_unit(self.out, u, {"unit": u, "keys": list(stats)}, stats_to_arrays(stats))
         if self.step == "refine":
             assert self.plans is not None and self.refine is not None
-            found: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {k: ([], []) for k in self.refine}
+            found: Found = {k: ([], []) for k in self.refine}
             for batch in rows:
                 refine_batch(batch, self.config, self.plans, self.refine, found)
-            keys = list(self.refine)
-            arrays = {}
-            for i, k in enumerate(keys):
-                arrays[f"h{i}"] = np.concatenate(found[k][0]) if found[k][0] else np.zeros(0, np.uint64)
-                arrays[f"w{i}"] = np.concatenate(found[k][1]) if found[k][1] else np.zeros(0, np.int64)
+            keys, arrays = refined_arrays(self.refine, found)
             return commit_unit(self.out, u, {"unit": u, "keys": keys}, arrays)
         return self._draw(u, rows, dropped)
 
