@@ -10,6 +10,12 @@ driver-only seconds (`run.seconds.driver`: the run's time outside work units) an
 fraction (driver / total); rows/s and tokens/s; the peak RSS of the largest process; the spool's
 bytes per token (the map units' docs.arrow); and checks that every run wrote the same shard bytes.
 The per-phase per-core rates feed docs/scale.md.
+
+`--pin` (default `both`): a prepare worker is not one core. The map unit tokenizes on a second
+thread beside its row stages, so one unpinned worker already uses ~1.3 of this machine's 2 cores
+and "2 workers over 1" cannot exceed ~1.5x here whatever the serial fraction. Pinned runs
+(`taskset`: one core per worker, inherited by every child, Ray's raylet and workers included)
+measure what the projection needs: the speed-up from 1 core to 2. `both` prints both tables.
 """
 
 from __future__ import annotations
@@ -31,13 +37,14 @@ import _corpus  # noqa: E402
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
-def run(data: Path, out: Path, engine: str, workers: int, unit_rows: int) -> dict:
+def run(data: Path, out: Path, engine: str, workers: int, unit_rows: int, pinned: bool) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     recipe = out.parent / f"{out.name}.yaml"
     recipe.write_text(yaml.safe_dump({"source": {"path": str(data), "unit_rows": unit_rows},
                                       "output": {"keep_work": True}}))  # keep the spool to measure it
-    cmd = ["/usr/bin/time", "-f", "MAXRSS_KB=%M\nCPU_S=%U %S", sys.executable, "-m", "posttrain.cli.app", "prepare", str(recipe),
+    pin = ["taskset", "-c", ",".join(str(c) for c in sorted(os.sched_getaffinity(0))[:workers])] if pinned else []
+    cmd = [*pin, "/usr/bin/time", "-f", "MAXRSS_KB=%M\nCPU_S=%U %S", sys.executable, "-m", "posttrain.cli.app", "prepare", str(recipe),
            "--out", str(out), "--engine", engine, "--workers", str(workers)]
     t0 = time.perf_counter()
     res = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
@@ -50,7 +57,7 @@ def run(data: Path, out: Path, engine: str, workers: int, unit_rows: int) -> dic
     sec = m["run"]["seconds"]
     spool = sum(f.stat().st_size for f in (out / ".work").glob("unit-*/docs.arrow"))
     return {
-        "engine": f"{engine}×{workers}",
+        "engine": f"{engine}×{workers}" + (" pinned" if pinned else ""),
         "kind": engine,
         "workers": workers,
         "wall": wall,
@@ -77,21 +84,31 @@ def main() -> None:
     ap.add_argument("--unit-rows", type=int, default=2_000)
     ap.add_argument("--work", default="/tmp/pt-scaling")
     ap.add_argument("--engines", default="processes,ray", help="engines to run, each with 1 and 2 workers")
+    ap.add_argument("--pin", choices=["off", "on", "both"], default="both",
+                    help="run each worker count on as many cores (taskset), unpinned, or both")
     args = ap.parse_args()
+    if args.pin != "off" and len(os.sched_getaffinity(0)) < 2:
+        sys.exit("--pin needs 2 cores")
+    for pinned in {"off": [False], "on": [True], "both": [False, True]}[args.pin]:
+        print(f"\n== {'pinned: one core per worker' if pinned else 'unpinned: every run may use every core'}")
+        report(args, pinned)
+
+
+def report(args: argparse.Namespace, pinned: bool) -> None:
     work = Path(args.work)
     data = work / f"data-{args.rows}"
     if not (data / "data").exists():
         nbytes = _corpus.write_dataset(data, args.rows, args.mean_bytes)
         print(f"wrote {args.rows:,} rows, {nbytes / args.rows / 1000:.1f} KB of text a row")
     runs = [(e, w) for e in args.engines.split(",") for w in (1, 2)]
-    results = [run(data, work / f"out-{e}-{w}", e, w, args.unit_rows) for e, w in runs]
+    results = [run(data, work / f"out-{e}-{w}", e, w, args.unit_rows, pinned) for e, w in runs]
     one = {r["kind"]: r for r in results if r["workers"] == 1}
-    print(f"{'engine':<14}{'wall s':>8}{'map s':>8}{'reduce s':>9}{'pack s':>8}{'driver s':>9}{'serial':>8}"
+    print(f"{'engine':<22}{'wall s':>8}{'map s':>8}{'reduce s':>9}{'pack s':>8}{'driver s':>9}{'serial':>8}"
           f"{'rows/s':>8}{'Mtok/s':>8}{'speed-up (map/reduce/pack)':>30}{'peak RSS':>10}")
     for r in results:
         b = one.get(r["kind"], r)
         ups = "/".join(f"{b[k] / r[k]:.2f}" if r[k] else "-" for k in ("map", "reduce", "pack"))
-        print(f"{r['engine']:<14}{r['total']:>8.1f}{r['map']:>8.1f}{r['reduce']:>9.1f}{r['pack']:>8.1f}"
+        print(f"{r['engine']:<22}{r['total']:>8.1f}{r['map']:>8.1f}{r['reduce']:>9.1f}{r['pack']:>8.1f}"
               f"{r['driver']:>9.2f}{r['driver'] / r['total']:>8.1%}{r['rows'] / r['total']:>8,.0f}"
               f"{r['tokens'] / r['total'] / 1e6:>8.2f}{b['total'] / r['total']:>9.2f}x ({ups}){r['rss_mb']:>8} MB")
     for r in results:
