@@ -1,29 +1,5 @@
-"""Output folders that posttrain owns: an ownership record, one run at a time, never over an input.
-
-Every job that writes a folder claims it first, through one call (`owns_output` on the job's
-function, or `claim` directly):
-
-- `--out` must not equal, contain or sit inside any input (a source file or folder, a rehydration
-  source, a hub mirror): refused with one line naming both paths;
-- `--out` must be new, empty, or a folder posttrain owns: `OUT/.posttrain/owner.json` (the
-  ownership record) lists every file posttrain wrote there. A non-empty folder without it, or one
-  holding files the record does not list, is refused: posttrain deletes or overwrites only files
-  it can prove it wrote;
-- one run at a time: `OUT/.posttrain/lock` is held with `flock` for the whole run (the kernel drops
-  it when the process dies, however it dies); a second run is refused with the holder's pid, or
-  waits for it with `--wait`;
-- the record says `running` while a run writes and `complete` with the list of files once it is
-  done, so a run that crashed is known to have left only posttrain's files behind.
-
-A folder posttrain owns is never read back as input: `inside_owned_output` lets source
-discovery skip such folders below the directory it lists.
-
->>> import tempfile
->>> out = Path(tempfile.mkdtemp()) / "out"
->>> with claim(out, "validate", []):
-...     _ = (out / "summary.json").write_text("{}")
->>> read_record(out)["files"], read_record(out)["state"]
-(['summary.json'], 'complete')
+"""Holding an output folder for a run: the checks, the lock, the take-over of an owned folder, the record
+kept up to date, and stale files removed after a successful rerun (`Claim`, `claim`, `owns_output`).
 """
 
 from __future__ import annotations
@@ -32,9 +8,7 @@ import contextlib
 import errno
 import fcntl
 import functools
-import glob as globlib
 import inspect
-import json
 import logging
 import os
 import shutil
@@ -43,12 +17,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from posttrain.errors import PosttrainError
-
-RECORD_DIR = ".posttrain"
-RECORD = "owner.json"
-LOCK = "lock"
-#: folders inside OUT that hold posttrain's bookkeeping, never user data (not listed in the record)
-BOOKKEEPING = (RECORD_DIR, ".work", ".units")
+from posttrain.io.outdir.overlap import check_overlap, input_paths, resolved_path
+from posttrain.io.outdir.record import (
+    BOOKKEEPING,
+    LOCK,
+    RECORD_DIR,
+    is_owned,
+    read_record,
+    user_files,
+    write_record,
+)
 
 #: Set by the CLI's `--wait`: wait for another run's lock instead of refusing.
 WAIT = {"on": False}
@@ -58,114 +36,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 # out folders this process holds now (resolved path -> depth), so a job calling another job on the
 # same folder (export_source -> export_batches) does not lock itself out
 _HELD: dict[str, int] = {}
-
-
-def read_record(out: Path) -> dict[str, Any] | None:
-    """The ownership record of `out`, or None (missing or unreadable: not owned)."""
-    try:
-        data = json.loads((Path(out) / RECORD_DIR / RECORD).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and data.get("tool") == "posttrain" else None
-
-
-def is_owned(folder: Path) -> bool:
-    return (Path(folder) / RECORD_DIR / RECORD).is_file()
-
-
-def inside_owned_output(path: str | Path, root: str | Path) -> bool:
-    """Whether `path` lies in an output folder posttrain owns strictly below `root` (or in bookkeeping).
-
-    Source discovery lists `root`; a folder posttrain wrote under it (`D/val` of `validate D --out
-    D/val`) is never read back as input. A root that is itself (inside) an owned folder is read:
-    `posttrain dedup out/validate/accepted` reads what validate wrote, on purpose.
-
-    >>> inside_owned_output("/d/x.parquet", "/d")
-    False
-    """
-    p, r = Path(os.path.abspath(path)), Path(os.path.abspath(root))
-    try:
-        rel = p.relative_to(r)
-    except ValueError:
-        return False
-    parts = rel.parts[:-1]  # the folders between root and the file
-    if any(part in BOOKKEEPING for part in parts):
-        return True
-    folder = r
-    for part in parts:
-        folder = folder / part
-        if is_owned(folder):
-            return True
-    return False
-
-
-def input_paths(*items: Any) -> list[Path]:
-    """Local paths of what a job reads: path strings, globs, opened sources (`.spec`, `.files`), lists.
-
-    Hub ids and remote files are not local paths and are left out.
-    """
-    found: list[Path] = []
-
-    def add(item: Any) -> None:
-        if item is None:
-            return
-        if isinstance(item, (str, Path)):
-            text = os.path.expanduser(str(item))
-            if any(ch in text for ch in "*?[") and not os.path.exists(text):
-                for p in globlib.glob(text, recursive=True):
-                    found.append(Path(p))
-            elif text and os.path.exists(text):
-                found.append(Path(text))
-            return
-        if isinstance(item, dict):
-            for v in item.values():
-                add(v)
-            return
-        if isinstance(item, (list, tuple, set)):
-            for v in item:
-                add(v)
-            return
-        spec = getattr(item, "spec", None)
-        if isinstance(spec, (str, Path)):
-            add(spec)
-        for f in getattr(item, "files", None) or []:
-            if getattr(f, "fs", None) is None or os.path.exists(str(getattr(f, "path", ""))):
-                add(getattr(f, "path", None))
-
-    for item in items:
-        add(item)
-    return found
-
-
-def _resolved(p: Path) -> Path:
-    return Path(os.path.realpath(os.path.expanduser(str(p))))
-
-
-def check_overlap(out: Path, inputs: Iterable[Path], what: str = "output folder") -> None:
-    """Refuse an `out` folder that equals, contains or sits inside an input (an output file: that is one)."""
-    o = _resolved(out)
-    for inp in inputs:
-        i = _resolved(inp)
-        if o == i or (what == "output folder" and (o in i.parents or i in o.parents)):
-            how = "is" if o == i else ("holds" if o in i.parents else "is inside")
-            raise PosttrainError(
-                f"the {what} {how} the input {inp}",
-                place=str(out),
-                fix=f"choose a {'path' if what != 'output folder' else '--out'} outside every input "
-                    "(posttrain never writes over or inside its inputs)",
-            )
-
-
-def _user_files(out: Path) -> list[str]:
-    """Files (and links) in `out` outside the bookkeeping folders, as sorted relative POSIX paths."""
-    files: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(out):
-        rel_dir = Path(dirpath).relative_to(out)
-        if rel_dir == Path("."):
-            dirnames[:] = [d for d in dirnames if d not in BOOKKEEPING]
-        files.extend((rel_dir / name).as_posix() for name in filenames)
-        files.extend((rel_dir / d).as_posix() for d in dirnames if os.path.islink(os.path.join(dirpath, d)))
-    return sorted(f[2:] if f.startswith("./") else f for f in files)
 
 
 def _os_error(exc: OSError, out: Path) -> PosttrainError:
@@ -180,14 +50,8 @@ def _os_error(exc: OSError, out: Path) -> PosttrainError:
                           fix="check the path")
 
 
-def _write_record(out: Path, data: dict[str, Any]) -> None:
-    from posttrain.io.spool import write_atomic
-
-    write_atomic(out / RECORD_DIR / RECORD, json.dumps(data, indent=1, sort_keys=True) + "\n")
-
-
 class Claim:
-    """A held output folder (see the module docstring); use as a context manager or through `claim`."""
+    """A held output folder (see `posttrain.io.outdir`); use as a context manager or through `claim`."""
 
     def __init__(self, out: Path, command: str, inputs: Iterable[Any], *, wait: bool | None = None,
                  fresh: bool = True, on_wait: Callable[[str], None] | None = None) -> None:
@@ -207,7 +71,7 @@ class Claim:
         if out.exists() and not out.is_dir():
             raise PosttrainError("exists and is not a folder", place=str(out), fix="choose a folder for --out")
         check_overlap(out, self.inputs)
-        if out.is_dir() and not is_owned(out) and _user_files(out):
+        if out.is_dir() and not is_owned(out) and user_files(out):
             raise PosttrainError(
                 "the output folder is not empty and posttrain did not write it (no .posttrain/owner.json)",
                 place=str(out),
@@ -251,7 +115,7 @@ class Claim:
     def _take_over(self) -> None:
         """Under the lock: check the record again (another run may have finished meanwhile), mark running."""
         record = read_record(self.out)
-        present = _user_files(self.out)
+        present = user_files(self.out)
         if record is None or record.get("state") != "complete":
             # new, empty, or left by a run that died while holding the lock: everything here is posttrain's
             if record is None and present:
@@ -272,7 +136,7 @@ class Claim:
                 )
             self.owned = set(present)
         try:
-            _write_record(self.out, {"tool": "posttrain", "command": self.command, "state": "running",
+            write_record(self.out, {"tool": "posttrain", "command": self.command, "state": "running",
                                      "pid": os.getpid(), "files": sorted(self.owned)})
         except OSError as exc:
             raise _os_error(exc, self.out) from None
@@ -292,8 +156,8 @@ class Claim:
         try:
             if exc_type is None:
                 self._remove_earlier_outputs()
-                _write_record(self.out, {"tool": "posttrain", "command": self.command, "state": "complete",
-                                         "files": _user_files(self.out)})
+                write_record(self.out, {"tool": "posttrain", "command": self.command, "state": "complete",
+                                         "files": user_files(self.out)})
         finally:
             self._unlock()
 
@@ -338,13 +202,13 @@ def _remove_empty_dirs(out: Path) -> None:
 @contextlib.contextmanager
 def claim(out: str | Path, command: str, inputs: Iterable[Any], *, wait: bool | None = None, fresh: bool = True,
           on_wait: Callable[[str], None] | None = None) -> Iterator[Claim | None]:
-    """Hold `out` for a run of `command` that reads `inputs` (see the module docstring).
+    """Hold `out` for a run of `command` that reads `inputs` (see `posttrain.io.outdir`).
 
     `fresh` (row jobs): files an earlier run wrote and this one did not rewrite are removed once it
     succeeds; resumable jobs (prepare) manage theirs. Nested claims of one folder in one process are one
     claim.
     """
-    key = str(_resolved(Path(out)))
+    key = str(resolved_path(Path(out)))
     if key in _HELD:
         _HELD[key] += 1
         try:
@@ -392,7 +256,7 @@ def remove_owned(path: Path) -> None:
     The claim checked that every file in the folder is posttrain's; a path outside a held folder is
     refused rather than removed.
     """
-    p = _resolved(Path(path))
+    p = resolved_path(Path(path))
     if not any(p == Path(k) or Path(k) in p.parents for k in _HELD) or p.name == RECORD_DIR:
         raise PosttrainError("posttrain removes only files in an output folder it holds", place=str(path),
                              fix="this is a bug in posttrain; please report it")
