@@ -18,6 +18,7 @@ import functools
 import json
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
@@ -28,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 
 from posttrain.errors import PosttrainError
+from posttrain.io.tokenizer_reference import ReferenceEncoder
 
 log = logging.getLogger("posttrain.stages.tokenize")
 
@@ -88,30 +90,37 @@ class Tokenizer:
     128009
     """
 
-    def __init__(self, spec: str | Path | None = None, fast_path: FastPath = "auto") -> None:
+    def __init__(self, spec: str | Path | None = None, fast_path: FastPath = "auto", *,
+                 reference_process: bool = False) -> None:
         self.spec = None if spec is None else str(spec)
         self.fast_path = fast_path
-        self._load()
+        self._load(reference_process)
 
-    def _load(self) -> None:
-        from tokenizers import Tokenizer as HFTokenizer
-
+    def _load(self, reference_process: bool = False) -> None:
         folder = resolve_tokenizer_dir(self.spec)
         self.folder = folder
-        # The HF tokenizer is built in Rust without the GIL: on a thread, it overlaps the JSON parse
-        # and the tiktoken build below (about half of the ~1 s load).
+        self._hf_lock = threading.Lock()
+        # With `reference_process`, the fast path's check gets the HF ids from a child process
+        # (io/tokenizer_reference.py): building the HF tokenizer holds the GIL ~0.35 s. Otherwise
+        # it is built on a thread beside the JSON parse and the tiktoken build below.
+        self._reference = ReferenceEncoder(folder / "tokenizer.json") if reference_process and self.fast_path == "auto" else None
         with ThreadPoolExecutor(1) as pool:
-            hf = pool.submit(HFTokenizer.from_file, str(folder / "tokenizer.json"))
+            hf = pool.submit(self._build_hf) if self._reference is None else None
             data = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
             ranks = self._tiktoken_ranks(folder, data) if self.fast_path != "off" else None
-            self.hf = hf.result()
-        self.hf.encode_special_tokens = True  # special strings in text stay text
+            self._hf = hf.result() if hf is not None else None
         self.added = {t["content"]: t["id"] for t in data.get("added_tokens", [])}
-        self.vocab_size = self.hf.get_vocab_size(with_added_tokens=True)
+        self._normalizes = data.get("normalizer") is not None
+        vocab = (data.get("model") or {}).get("vocab")  # sized from the JSON as `tokenizers` counts it
+        self.vocab_size = (len(set(vocab.values()) | set(self.added.values())) if isinstance(vocab, dict)
+                           else self.hf.get_vocab_size(with_added_tokens=True))
         self.token_bytes = self._byte_lengths(data)
         self.tiktoken = self._build_tiktoken(folder, *ranks) if ranks is not None else None
         self.verified = self.fast_path == "on"
-        self._short_cache: dict[str, list[int]] = {}
+        if self._reference is not None and self.tiktoken is None:
+            self._reference.close()  # nothing to check
+            self._reference = None
+        self._array_cache: dict[str, np.ndarray] = {}
         self._blob: tuple[np.ndarray, np.ndarray] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -124,6 +133,22 @@ class Tokenizer:
         if not state["uses_fast"]:
             self.tiktoken = None
         self.verified = state["verified"]
+
+    def _build_hf(self) -> Any:
+        from tokenizers import Tokenizer as HFTokenizer
+
+        hf = HFTokenizer.from_file(str(self.folder / "tokenizer.json"))
+        hf.encode_special_tokens = True  # special strings in text stay text
+        return hf
+
+    @property
+    def hf(self) -> Any:
+        """The HF `tokenizers` tokenizer, built on first use when the load left it out."""
+        if self._hf is None:
+            with self._hf_lock:
+                if self._hf is None:
+                    self._hf = self._build_hf()
+        return self._hf
 
     @property
     def name(self) -> str:
@@ -147,8 +172,11 @@ class Tokenizer:
         vocab = (data.get("model") or {}).get("vocab")
         if not isinstance(vocab, dict):
             vocab = self.hf.get_vocab(with_added_tokens=False)
+        tokens = [""] * self.vocab_size
         for token, idx in vocab.items():
-            lengths[idx] = len(token)
+            tokens[idx] = token
+        self._vocab_tokens: list[str] | None = tokens  # for `token_blob`, which drops it
+        lengths[:] = np.fromiter(map(len, tokens), np.int64, count=len(tokens))
         for content, idx in self.added.items():
             lengths[idx] = len(content.encode("utf-8"))
         return lengths
@@ -195,11 +223,26 @@ class Tokenizer:
         """Ids of each text, every character treated as ordinary text."""
         if self.tiktoken is None:
             return [e.ids for e in self.hf.encode_batch(list(texts), add_special_tokens=False)]
+        return [a.tolist() for a in self.encode_ordinary_arrays(texts)]
+
+    def encode_ordinary_arrays(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """`encode_ordinary_batch` with each text's ids as an int32 array.
+
+        tiktoken hands the ids over as a buffer (`encode_to_numpy`): no Python int per token is
+        made and converted back, which was ~0.3 s of GIL-holding work per 6M tokens on the thread
+        that tokenizes beside the row stages. With no special token allowed (nor disallowed),
+        `encode` is `encode_ordinary`: a special token's text is encoded as ordinary text.
+
+        >>> [a.tolist() for a in Tokenizer().encode_ordinary_arrays(["Hello world", "<|eot_id|>"])]
+        [[9906, 1917], [27, 91, 68, 354, 851, 91, 29]]
+        """
+        if self.tiktoken is None:
+            return [np.asarray(e.ids, np.int32) for e in self.hf.encode_batch(list(texts), add_special_tokens=False)]
         # tiktoken's batch call pays a thread-pool task per text: worth it for long texts only.
         # Short pieces (role names, "\n\n", tool-response brackets) repeat on every row: cached.
-        out: list[list[int] | None] = [None] * len(texts)
+        out: list[np.ndarray | None] = [None] * len(texts)
         long_idx = []
-        cache, enc = self._short_cache, self.tiktoken.encode_ordinary
+        cache, enc = self._array_cache, self._encode_array
         for i, t in enumerate(texts):
             if len(t) >= _LONG_TEXT:
                 long_idx.append(i)
@@ -212,16 +255,27 @@ class Tokenizer:
                 out[i] = ids
             else:
                 out[i] = enc(t)
-        if long_idx:
-            batch = self.tiktoken.encode_ordinary_batch([texts[i] for i in long_idx], num_threads=_THREADS)
-            for i, ids in zip(long_idx, batch, strict=True):
-                out[i] = ids
+        if len(long_idx) > 1:
+            # a pool per call, as tiktoken's own batch call: a pool kept across calls would hang in a
+            # process forked from this one (its threads are not copied, the executor thinks they are)
+            with ThreadPoolExecutor(min(_THREADS, len(long_idx))) as pool:
+                for i, ids in zip(long_idx, pool.map(enc, [texts[i] for i in long_idx]), strict=True):
+                    out[i] = ids
+        elif long_idx:
+            out[long_idx[0]] = enc(texts[long_idx[0]])
         return out  # type: ignore[return-value]
+
+    def _encode_array(self, text: str) -> np.ndarray:
+        try:
+            ids = self.tiktoken.encode_to_numpy(text, allowed_special=set(), disallowed_special=())
+        except UnicodeEncodeError:  # lone surrogates: tiktoken's encode_ordinary replaces them
+            return np.asarray(self.tiktoken.encode_ordinary(text), np.int32)
+        return ids.view(np.int32)  # ids < 2**31: the same values, the type the spool takes
 
     @property
     def normalizes(self) -> bool:
         """Whether the tokenizer rewrites text before encoding it (Qwen: NFC)."""
-        return self.hf.normalizer is not None
+        return self._normalizes
 
     def normalize_text(self, text: str) -> str:
         """`text` as the tokenizer sees it, after its normalizer (unchanged without one)."""
@@ -238,18 +292,29 @@ class Tokenizer:
         """
         if self._blob is None:
             # The vocabulary's strings are byte-level (one character per byte, GPT-2's map); added
-            # tokens are their UTF-8 text, as both decoders give them back.
-            byte_of = {c: b for b, c in _byte_level_chars().items()}
-            tokens: list[bytes] = [b""] * self.vocab_size
-            for token, idx in self.hf.get_vocab(with_added_tokens=False).items():
-                tokens[idx] = bytes(byte_of[c] for c in token)
+            # tokens are their UTF-8 text, as both decoders give them back. Added tokens are spelled
+            # byte-level too, then the whole vocabulary, in id order, goes through one
+            # `str.translate` to latin-1 (C speed; a generator of bytes per token took ~0.2 s of
+            # the first tokenized batch for Llama-3's 128k tokens).
+            chars = _byte_level_chars()
+            tokens = getattr(self, "_vocab_tokens", None)
+            if tokens is None:  # unpickled or built otherwise: the same vocabulary from `tokenizers`
+                tokens = [""] * self.vocab_size
+                for token, idx in self.hf.get_vocab(with_added_tokens=False).items():
+                    tokens[idx] = token
+            tokens = list(tokens)
             for content, idx in self.added.items():
-                tokens[idx] = content.encode("utf-8")
+                tokens[idx] = "".join(chars[b] for b in content.encode("utf-8"))
+            text = "".join(tokens)
+            if not set(text) <= set(chars.values()):
+                raise AssertionError("a vocabulary token is not byte-level text")
             start = np.zeros(self.vocab_size + 1, np.int64)
-            np.cumsum([len(t) for t in tokens], out=start[1:])
+            np.cumsum(np.fromiter(map(len, tokens), np.int64, count=len(tokens)), out=start[1:])
             if not np.array_equal(np.diff(start), self.token_bytes):
                 raise AssertionError("token byte lengths disagree with the vocabulary's bytes")
-            self._blob = (np.frombuffer(b"".join(tokens), np.uint8), start)
+            table = str.maketrans({c: chr(b) for b, c in chars.items()})
+            self._blob = (np.frombuffer(text.translate(table).encode("latin-1"), np.uint8), start)
+            self._vocab_tokens = None
         return self._blob
 
     def decode_bytes(self, ids: Sequence[int]) -> bytes:
@@ -263,7 +328,10 @@ class Tokenizer:
         if self.tiktoken is None:
             return False
         fast = self.tiktoken.encode_ordinary_batch(list(texts))
-        slow = [e.ids for e in self.hf.encode_batch(list(texts), add_special_tokens=False)]
+        reference, self._reference = self._reference, None
+        slow = reference.encode(texts) if reference is not None else None
+        if slow is None:
+            slow = [e.ids for e in self.hf.encode_batch(list(texts), add_special_tokens=False)]
         bad = sum(a != b for a, b in zip(fast, slow, strict=True))
         if bad and self.fast_path != "on":
             log.warning("tiktoken fast path differs from the HF tokenizer on %d of %d texts: using the HF "
@@ -317,5 +385,5 @@ def count_tokens(texts: Sequence[str] | pa.Array, spec: str | None = None) -> np
         texts = texts.fill_null("").to_pylist()
     if not len(texts):
         return np.zeros(0, dtype=np.int64)
-    encoded = shared_tokenizer(spec).encode_ordinary_batch(list(texts))
+    encoded = shared_tokenizer(spec).encode_ordinary_arrays(list(texts))
     return np.fromiter((len(t) for t in encoded), dtype=np.int64, count=len(encoded))

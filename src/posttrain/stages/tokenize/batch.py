@@ -90,8 +90,8 @@ def _encode_rows(datas: list[bytes], spans, specials, tok: Tokenizer) -> tuple[n
         # The longest pieces (real content) plus the first ones (template literals).
         longest = sorted(ordinary, key=len, reverse=True)[: _VERIFY_SAMPLE // 2]
         tok.verify_fast_path([t[:_VERIFY_CHARS] for t in longest + ordinary[: _VERIFY_SAMPLE // 2]])
-    encoded = tok.encode_ordinary_batch(ordinary)
-    chunks = [np.array(encoded[p], dtype=np.int32) if p >= 0 else np.array([-p - 1], np.int32) for p in plan]
+    encoded = tok.encode_ordinary_arrays(ordinary)
+    chunks = [encoded[p] if p >= 0 else np.array([-p - 1], np.int32) for p in plan]
     counts = np.array([len(c) for c in chunks], dtype=np.int64)
     plan_off = np.concatenate([[0], np.cumsum(counts)])
     row_off = plan_off[np.array([0, *row_plan_end], dtype=np.int64)]
