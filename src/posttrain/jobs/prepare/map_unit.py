@@ -113,40 +113,37 @@ def process_unit(plan: UnitPlan, index: int) -> dict[str, Any]:
         with ThreadPoolExecutor(1, thread_name_prefix="tokenize") as pool:
             tok = plan.tokenize_stage
             pool.submit(getattr, tok, "tokenizer", None)  # loads while the first batch is checked
-            pending: deque[tuple[pa.RecordBatch, Future]] = deque()
-            for batch in src.iter_fragment(frag, plan.batch_size, with_reasons=True):
+            pending: deque[_Chunk] = deque()
+            for n_batch, batch in enumerate(src.iter_fragment(frag, plan.batch_size, with_reasons=True)):
                 if limit is not None:
                     if counts["rows_in"] >= limit:
                         break
                     batch = batch.slice(0, limit - counts["rows_in"])
                 counts["rows_in"] += batch.num_rows
                 rows_in_by_split.update(batch.column("category").to_pylist())
-                for stage in plan.row_stages:
-                    batch = stage.process(batch)
-                if dups is not None:  # later rows of a uuid an earlier row has (see jobs.prepare.uuids)
-                    batch = dups(batch)
-                _count_reasons(batch, reasons)
-                bad = rejected_mask(batch, plan.severity)
-                rejected = _reject_rows(batch.filter(pa.array(bad)), "rows") if bad.any() else None
-                if rejected is not None:
-                    batch = batch.filter(pa.array(~bad))
-                submitted = []
-                if batch.num_rows:
-                    rendered = plan.render_stage.process(batch)
-                    for i in range(0, batch.num_rows, TOKENIZE_CHUNK):
-                        part = rendered.slice(i, TOKENIZE_CHUNK)
-                        submitted.append((batch.slice(i, TOKENIZE_CHUNK), pool.submit(tok.process, part)))
+                # A unit's first batch goes through the row stages a chunk at a time, so the tokenize
+                # thread starts after one chunk instead of idling through the whole batch (units of a
+                # few hundred rows are mostly that start and the wait at their end). The stages judge
+                # row by row: slicing changes no reason.
+                step = TOKENIZE_CHUNK if n_batch == 0 else max(batch.num_rows, 1)
+                submitted: list[_Chunk] = []
+                rejected_parts = []
+                for at in range(0, batch.num_rows, step):
+                    rejected = _judge_and_submit(plan, batch.slice(at, step), dups, pool, submitted, reasons)
+                    if rejected is not None:
+                        rejected_parts.append(rejected)
                 while pending:
-                    rows, toks = pending.popleft()
-                    _process_tokenized(plan, rows, toks.result(), writer, counts, reasons, first_reasons)
-                if rejected is not None:
+                    rows, toks = _take(pending, tok)
+                    _process_tokenized(plan, rows, toks, writer, counts, reasons, first_reasons)
+                if rejected_parts:
+                    rejected = pa.concat_batches(rejected_parts)
                     writer.write("rejects", rejected)
                     first_reasons.update(first_error_reasons(rejected, plan.severity))
                     counts["rejected"] += rejected.num_rows
                 pending.extend(submitted)
             while pending:
-                rows, toks = pending.popleft()
-                _process_tokenized(plan, rows, toks.result(), writer, counts, reasons, first_reasons)
+                rows, toks = _take(pending, tok)
+                _process_tokenized(plan, rows, toks, writer, counts, reasons, first_reasons)
         result = {
             "unit": index,
             "fragment": frag.place,
@@ -162,6 +159,53 @@ def process_unit(plan: UnitPlan, index: int) -> dict[str, Any]:
     except BaseException:
         writer.abort()
         raise
+
+
+@dataclass
+class _Chunk:
+    """TOKENIZE_CHUNK rows: the judged rows, their rendering, the tokenize thread's future."""
+
+    rows: pa.RecordBatch
+    rendered: pa.RecordBatch
+    future: Future
+    done: pa.RecordBatch | None = None  # tokenized on the waiting thread instead
+
+
+def _judge_and_submit(plan: UnitPlan, batch: pa.RecordBatch, dups, pool: ThreadPoolExecutor,
+                      submitted: list[_Chunk], reasons: Counter) -> pa.RecordBatch | None:
+    """Row stages, the rejects split and render over `batch`; its kept rows go to the tokenize thread
+    in chunks (appended to `submitted`). Returns the rejected rows, or None."""
+    for stage in plan.row_stages:
+        batch = stage.process(batch)
+    if dups is not None:  # later rows of a uuid an earlier row has (see jobs.prepare.uuids)
+        batch = dups(batch)
+    _count_reasons(batch, reasons)
+    bad = rejected_mask(batch, plan.severity)
+    rejected = _reject_rows(batch.filter(pa.array(bad)), "rows") if bad.any() else None
+    if rejected is not None:
+        batch = batch.filter(pa.array(~bad))
+    if batch.num_rows:
+        rendered = plan.render_stage.process(batch)
+        for i in range(0, batch.num_rows, TOKENIZE_CHUNK):
+            part = rendered.slice(i, TOKENIZE_CHUNK)
+            submitted.append(_Chunk(batch.slice(i, TOKENIZE_CHUNK), part, pool.submit(plan.tokenize_stage.process, part)))
+    return rejected
+
+
+def _take(pending: deque[_Chunk], tok: Stage) -> tuple[pa.RecordBatch, pa.RecordBatch]:
+    """The oldest chunk's rows and tokenized batch. Rather than wait for it, this thread tokenizes
+    the newest chunk the tokenize thread has not started (so both threads encode at a unit's end),
+    once the tokenizer is loaded and its fast path verified: before that, the first chunk of the run
+    alone decides the fast path, as in a serial run. A chunk's batch is a function of its rows only,
+    whichever thread makes it."""
+    head = pending[0]
+    while head.done is None and not head.future.done() and getattr(tok, "ready", False):
+        spare = next((c for c in reversed(pending) if c.done is None and c.future.cancel()), None)
+        if spare is None:
+            break
+        spare.done = tok.process(spare.rendered)
+    pending.popleft()
+    return head.rows, head.done if head.done is not None else head.future.result()
 
 
 def first_error_reasons(rejected: pa.RecordBatch, severity: dict[str, str]) -> Counter:

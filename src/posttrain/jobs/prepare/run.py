@@ -91,6 +91,9 @@ def make_plan(recipe: Recipe, work: Path) -> tuple[UnitPlan, Any]:
     from posttrain.stages.render.batch import RenderStage
     from posttrain.stages.tokenize import TokenizeStage
 
+    tokenize_stage = TokenizeStage(recipe.tokenize)
+    if recipe.engine.name == "local":  # the map units run here: load while the row stages are built
+        tokenize_stage.preload()
     spec = SourceSpec(
         recipe.source.path, recipe.source.splits, recipe.source.format, recipe.source.hub_mirror, recipe.source.unit_rows
     )
@@ -102,7 +105,7 @@ def make_plan(recipe: Recipe, work: Path) -> tuple[UnitPlan, Any]:
         work=work,
         row_stages=stages,
         render_stage=RenderStage(recipe.render),
-        tokenize_stage=TokenizeStage(recipe.tokenize),
+        tokenize_stage=tokenize_stage,
         unit_limits=unit_limits([f.num_rows for f in src.fragments], recipe.source.limit),
         severity=severity,
         batch_size=recipe.engine.batch_size,
