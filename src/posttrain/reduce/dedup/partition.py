@@ -31,8 +31,6 @@ under the run's output folder, the one place every worker can reach.
 
 from __future__ import annotations
 
-import functools
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,37 +41,24 @@ import pyarrow as pa
 
 from posttrain.config import DedupConfig
 from posttrain.io.spool import UnitWriter, unit_dir
-from posttrain.reduce.dedup.exact import KEY_RECORD, exact_records, group_ranks, in_sorted
+from posttrain.reduce.dedup.exact import exact_records, group_ranks, in_sorted
 from posttrain.reduce.dedup.lsh import bands_rows
-from posttrain.reduce.dedup.near import BAND_RECORD, Clusters, _bucket_pairs, cluster_components, near_records
-from posttrain.reduce.dedup.shingles import jaccard_sorted, shingle_set
+from posttrain.reduce.dedup.near import Clusters, _bucket_pairs, cluster_components, near_records
+from posttrain.reduce.dedup.partition_layout import (  # re-exported: the layout and readers of these records
+    HASH_FIELD,
+    KINDS,
+    NODE_RECORD,
+    PARTS,
+    PartitionSlices,
+    RowUuids,
+    ShingleReader,
+    SignatureLayout,
+    partition_of,
+    write_partitioned,
+)
 
-#: Hash partitions of the record files (top bits of the hash). A partition unit decides a
-#: contiguous range of them, one at a time (so its memory is one partition's records).
-PARTS = 256
-KINDS = {"exact": KEY_RECORD, "prompt": KEY_RECORD, "bands": BAND_RECORD}
-HASH_FIELD = {"exact": "hi", "prompt": "hi", "bands": "h"}
-NODE_RECORD = np.dtype([("row", "<i8"), ("err", "u1"), ("rank", "<u8")])
-_SHIFT = np.uint64(64 - (PARTS.bit_length() - 1))
-
-
-def partition_of(hashes: np.ndarray) -> np.ndarray:
-    """The partition of each 64-bit hash (its top bits).
-
-    >>> partition_of(np.array([0, 1 << 63, (1 << 64) - 1], np.uint64)).tolist()
-    [0, 128, 255]
-    """
-    return (np.asarray(hashes, np.uint64) >> _SHIFT).astype(np.int64)
-
-
-def write_partitioned(path: Path, records: np.ndarray, field: str) -> list[int]:
-    """Write `records` grouped by the partition of `field` (stable inside a partition); return the
-    PARTS + 1 record offsets of the partitions in the file."""
-    part = partition_of(records[field])
-    order = np.argsort(part, kind="stable")
-    records[order].tofile(path)
-    return np.searchsorted(part[order], np.arange(PARTS + 1)).tolist()
-
+__all__ = ["HASH_FIELD", "KINDS", "NODE_RECORD", "PARTS", "PartitionSlices", "RowUuids", "ShingleReader",
+           "SignatureLayout", "partition_of", "write_partitioned"]
 
 # ---------------------------------------------------------------------------------------------
 # Per unit: the records of its rows
@@ -143,107 +128,6 @@ def signature_pass_meta(meta_dir: Path, units: list[int], results: list[dict[str
     return offsets
 
 
-@dataclass
-class SignatureLayout:
-    """Where the signature units of a run are: their work folder and the pass's metadata folder."""
-
-    sig_work: Path
-    meta_dir: Path
-
-    def units(self) -> np.ndarray:
-        return np.load(self.meta_dir / "units.npy")
-
-    def offsets(self) -> np.ndarray:
-        return np.load(self.meta_dir / "offsets.npy")
-
-    def unit_path(self, u: int) -> Path:
-        return unit_dir(self.sig_work, int(u))
-
-    def load_partition(self, kind: str, p: int) -> np.ndarray:
-        """Partition `p` of record file `kind` over every unit, in unit order, rows made global."""
-        dtype = KINDS[kind]
-        bounds = np.load(self.meta_dir / f"bounds-{kind}.npy", mmap_mode="r")
-        offsets = self.offsets()
-        parts = []
-        for k, u in enumerate(self.units().tolist()):
-            lo, hi = int(bounds[k, p]), int(bounds[k, p + 1])
-            if hi > lo:
-                rec = np.fromfile(self.unit_path(u) / f"{kind}.bin", dtype=dtype, count=hi - lo, offset=lo * dtype.itemsize)
-                rec["row"] += offsets[k]
-                parts.append(rec)
-        return np.concatenate(parts) if parts else np.zeros(0, dtype)
-
-
-class ShingleReader:
-    """Global row -> its shingle set (sorted, unique), read (pread) from the unit that holds it.
-
-    At most `max_open` units' files are open at once; the last rows read are cached.
-    """
-
-    def __init__(self, layout: SignatureLayout, max_open: int = 64, cache: int = 4096) -> None:
-        self.layout = layout
-        self.units = layout.units()
-        self.offsets = layout.offsets()
-        self.max_open = max_open
-        self._fds: dict[int, tuple[int, int]] = {}
-        self.read = functools.lru_cache(maxsize=cache)(self._read)
-
-    def _files(self, k: int) -> tuple[int, int]:
-        fds = self._fds.pop(k, None)
-        if fds is None:
-            if len(self._fds) >= self.max_open:
-                old = next(iter(self._fds))
-                for fd in self._fds.pop(old):
-                    os.close(fd)
-            d = self.layout.unit_path(int(self.units[k]))
-            fds = (os.open(d / "offsets.bin", os.O_RDONLY), os.open(d / "shingles.bin", os.O_RDONLY))
-        self._fds[k] = fds  # most recently used last
-        return fds
-
-    def _read(self, row: int) -> np.ndarray:
-        k = int(np.searchsorted(self.offsets, row, side="right")) - 1
-        off_fd, sh_fd = self._files(k)
-        local = row - int(self.offsets[k])
-        lo, hi = np.frombuffer(os.pread(off_fd, 16, local * 8), dtype=np.int64)
-        raw = np.frombuffer(os.pread(sh_fd, int(hi - lo) * 8, int(lo) * 8), dtype=np.uint64)
-        return shingle_set(raw)
-
-    def jaccard(self, a: int, b: int) -> float:
-        return jaccard_sorted(self.read(a), self.read(b))
-
-    def close(self) -> None:
-        self.read.cache_clear()
-        for fds in self._fds.values():
-            for fd in fds:
-                os.close(fd)
-        self._fds.clear()
-
-
-class RowUuids:
-    """uuids of global rows, from the signature units' memory-mapped `uuids.arrow`."""
-
-    def __init__(self, layout: SignatureLayout) -> None:
-        self.layout = layout
-        self.units = layout.units()
-        self.offsets = layout.offsets()
-
-    def get(self, rows: np.ndarray) -> pa.Array:
-        """uuids of `rows` in that order (null where a row is -1)."""
-        rows = np.asarray(rows, np.int64)
-        out: list[Any] = [None] * len(rows)
-        if len(rows) == 0:
-            return pa.array([], pa.string())
-        unit_of = np.searchsorted(self.offsets, rows, side="right") - 1
-        for k in np.unique(unit_of[rows >= 0]).tolist():
-            sel = np.flatnonzero((unit_of == k) & (rows >= 0))
-            with pa.memory_map(str(self.layout.unit_path(int(self.units[k])) / "uuids.arrow")) as src:
-                col = pa.ipc.open_file(src).read_all().column("uuid")
-                got = col.take(pa.array(rows[sel] - self.offsets[k])).to_pylist()
-            for i, u in zip(sel.tolist(), got, strict=True):
-                out[i] = u
-        return pa.array(out, pa.string())
-
-
 def partition_units(workers: int) -> int:
     """How many partition units a pass runs: a few per worker (balance), at most one per partition;
     one in a single process (a unit's fixed cost is paid once).
@@ -306,8 +190,9 @@ class ExactPartition:
     def __call__(self, p: int) -> dict[str, Any]:
         removed = np.load(self.removed) if self.removed is not None else None
         rows, twins = [], []
+        slices = PartitionSlices(self.layout, self.kind)
         for part in unit_partitions(p, self.n_units):
-            recs = self.layout.load_partition(self.kind, part)
+            recs = slices.load(part)
             if removed is not None and len(recs):
                 recs = recs[~in_sorted(recs["row"], removed)]
             s, pos = group_ranks(recs)
@@ -344,9 +229,10 @@ class NearPartition:
         excluded = np.load(self.excluded) if self.excluded is not None else None
         out: dict[str, list[np.ndarray]] = {"pairs": [], "verified": [], "nodes": [], "followers": []}
         reader = ShingleReader(self.layout)
+        slices = PartitionSlices(self.layout, "bands")
         try:
             for part in unit_partitions(p, self.n_units):
-                for name, arr in self._partition(part, excluded, reader).items():
+                for name, arr in self._partition(slices.load(part), excluded, reader).items():
                     out[name].append(arr)
         finally:
             reader.close()
@@ -356,8 +242,7 @@ class NearPartition:
         result = {"unit": p, "candidates": int(len(arrays["pairs"])), "verified": int(arrays["verified"].sum())}
         return commit_unit(self.work, p, result, arrays)
 
-    def _partition(self, part: int, excluded: np.ndarray | None, reader: ShingleReader) -> dict[str, np.ndarray]:
-        recs = self.layout.load_partition("bands", part)
+    def _partition(self, recs: np.ndarray, excluded: np.ndarray | None, reader: ShingleReader) -> dict[str, np.ndarray]:
         if excluded is not None and len(recs):
             recs = recs[~in_sorted(recs["row"], excluded)]
         i, j, s = _bucket_pairs(recs)
