@@ -1,7 +1,7 @@
 """Worker processes that never outlive the process that started them.
 
 `die_with_parent` is the initializer of every process pool posttrain starts (the `processes`
-engine, the math-verify pool): a daemon thread in the worker checks twice a second that its parent
+engine, the math-verify pool; the syntax pool's `python -c` workers call it too): a daemon thread in the worker checks twice a second that its parent
 is still the process that started it, and ends the worker at once when it is not (the driver was
 killed with `kill -9`, or crashed). Without it the workers and multiprocessing's resource tracker
 (which exits once no process holds its pipe) would run on, hundreds of MB each.

@@ -50,8 +50,11 @@ def judge_batch(
     pre_rejected = rejected_mask(batch, overrides)
     # rows the source could not read arrive already rejected (source.*): nothing to check
     if batch.num_rows and not pre_rejected.all():
-        for check in checks:
-            batch = check.process(batch)
+        # a check that can work elsewhere starts now (the code check's parse, in a worker process) and
+        # finishes at its turn, so the reasons come in the order of `checks` as with `process` alone
+        finishers = [check.begin(batch) for check in checks]
+        for check, finish in zip(checks, finishers, strict=True):
+            batch = finish(batch) if finish is not None else check.process(batch)
     reject = rejected_mask(batch, overrides)
     splits = pc.fill_null(batch.column("category"), "unknown").to_pylist()
     row_codes = [list(dict.fromkeys(r or [])) for r in batch.column(REASONS).to_pylist()]

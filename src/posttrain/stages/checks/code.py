@@ -5,18 +5,15 @@
 >>> python_syntax_error("def f(:\\n  pass\\n")
 'line 1: invalid syntax'
 
-Parsing is the cost of this check (ast.parse builds every node as a Python object): the cyclic
-garbage collector is paused while blocks parse (`gc_paused`), since the trees hold no cycles and
-the collector's passes over each half-built tree took about a third of the time.
+Parsing is the cost of this check (ast.parse builds every node as a Python object, holding the
+GIL): the fence scan and the parse of a batch's answers run in a worker process
+(`syntax_pool.SyntaxPool`) while the other checks go on; `syntax.py` holds what both sides run.
 """
 
 from __future__ import annotations
 
-import ast
-import gc
 import re
-import threading
-import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -34,14 +31,13 @@ from posttrain.stages.checks._base import (
     to_bool,
     unique_codes,
 )
+from posttrain.stages.checks.syntax import FENCE, PYTHON_LANGUAGES, gc_paused, python_syntax_error
+from posttrain.stages.checks.syntax_pool import SyntaxPool
+
+__all__ = ["FENCE", "PYTHON_LANGUAGES", "CodeBlock", "CodeBlockCheck", "code_blocks", "gc_paused", "python_syntax_error"]
 
 register_reason("code.no_block", "error", "the code answer has no fenced code block")
 register_reason("code.syntax_error", "error", "a Python code block does not parse")
-
-PYTHON_LANGUAGES = frozenset({"python", "python3", "py", "py3"})
-# The body is matched a whole line at a time (`(?:[^\n]*\n)*?`), which is what `(?s:.*?)` followed by a
-# multiline `^` can only match: the same matches, without retrying the closing fence after every character.
-FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})[ \t]*([\w+#.-]*)[^\n]*\n((?:[^\n]*\n)*?)^[ \t]*\1", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -57,46 +53,6 @@ def code_blocks(text: str) -> list[CodeBlock]:
     return [CodeBlock(m.group(2).lower(), m.group(3)) for m in FENCE.finditer(text)]
 
 
-class _GcPause:
-    """Pause the cyclic garbage collector while any thread is inside (reference counting still frees
-    acyclic garbage); the last thread out restores the collector's state from before the first."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._inside = 0
-        self._was_enabled = False
-
-    def __enter__(self) -> None:
-        with self._lock:
-            self._inside += 1
-            if self._inside == 1:
-                self._was_enabled = gc.isenabled()
-                gc.disable()
-
-    def __exit__(self, *exc: object) -> None:
-        with self._lock:
-            self._inside -= 1
-            if self._inside == 0 and self._was_enabled:
-                gc.enable()
-
-
-#: `with gc_paused:` around parsing; one for the process, so that threads share the count
-gc_paused = _GcPause()
-
-
-def python_syntax_error(code: str) -> str | None:
-    """None when `code` parses as Python 3, else "line N: message". Never runs the code."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # invalid escape sequences etc. are not syntax errors
-            ast.parse(code)
-    except SyntaxError as err:
-        return f"line {err.lineno}: {err.msg}"
-    except (ValueError, RecursionError, MemoryError) as err:  # null bytes, absurd nesting
-        return f"line ?: {type(err).__name__}"
-    return None
-
-
 class CodeBlockCheck(Check):
     """Code rows: at least one fenced block; every Python block parses."""
 
@@ -104,24 +60,37 @@ class CodeBlockCheck(Check):
     family = "code"
     codes: ClassVar[tuple[str, ...]] = ("code.no_block", "code.syntax_error")
 
+    def __init__(self, syntax_workers: int | None = None) -> None:
+        self.syntax = SyntaxPool(workers=syntax_workers)
+
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        finish = self.begin(batch)
+        return finish(batch) if finish is not None else batch
+
+    def begin(self, batch: pa.RecordBatch) -> Callable[[pa.RecordBatch], pa.RecordBatch] | None:
+        """Send the batch's code answers to the syntax pool now; `finish` adds the findings (validate's judge
+        runs the checks ahead of this one, and this batch's rows are parsed meanwhile)."""
         rows, answer = category_answers(batch, "code")
         if not len(rows):
-            return batch
-        present = ~blank(answer)
+            return None
+        present = np.nonzero(~blank(answer))[0]
         fenced = to_bool(pc.match_substring_regex(answer, r"(?m)^[ \t]*(```|~~~)"))
-        codes: list[list[str]] = [[] for _ in range(batch.num_rows)]
         texts = answer.to_pylist()
-        with gc_paused:
-            for k in np.nonzero(present)[0]:
-                i = int(rows[k])
-                blocks = code_blocks(texts[k]) if fenced[k] else []
-                if not blocks:
-                    codes[i].append("code.no_block")
-                    continue
-                if any(b.language in PYTHON_LANGUAGES and python_syntax_error(b.code) for b in blocks):
-                    codes[i].append("code.syntax_error")
-        return add_reasons(batch, [unique_codes(c) for c in codes])
+        # an answer without a fence line has no block: it needs no scan, and does not travel to the worker
+        asked = [texts[k] if fenced[k] else None for k in present]
+        pending = self.syntax.submit(asked)
+
+        def finish(at_turn: pa.RecordBatch) -> pa.RecordBatch:
+            codes: list[list[str]] = [[] for _ in range(at_turn.num_rows)]
+            for k, finding in zip(present, pending(), strict=True):
+                if finding is not None:
+                    codes[int(rows[k])].append(finding)
+            return add_reasons(at_turn, [unique_codes(c) for c in codes])
+
+        return finish
+
+    def close(self) -> None:
+        self.syntax.close()
 
     def describe(self, row: dict[str, Any], code: str) -> str:
         answer = final_answer_of_row(row)
