@@ -67,31 +67,41 @@ def validate(
     unit_rows: UnitRowsOpt = None,
 ) -> None:
     """Check every row; write DIR/accepted/, DIR/rejects/ (with reasons and snippets) and DIR/summary.json."""
-    from posttrain.jobs.validate import check_codes, parse_fail_on, parse_severity, run_validate
-    from posttrain.runner.units import open_row_source
-    from posttrain.stages.checks import build_checks
+    from posttrain.io.sources import source_batches
+    from posttrain.io.sources.reader import ReadAhead
+    from posttrain.runner.units import LOCAL, open_row_source
 
-    limits = parse_fail_on(fail_on)
-    overrides = parse_severity(severity)
-    chosen = build_checks(checks, restored=restored, max_chars=max_chars, max_tokens=max_tokens, tokenizer=tokenizer)
-    check_codes(overrides, "--severity")
-    check_codes(limits, "--fail-on")
-    n_workers = engine_workers(engine, workers)
     src, spec = open_row_source(source, split, limit, format, hub_mirror, unit_rows)
-    with Bars(progress) as bars:
-        summary = run_validate(
-            src,
-            out,
-            checks=chosen,
-            fail_on=limits,
-            severity_overrides=overrides,
-            on_progress=bars,
-            workers=n_workers,
-            batch_size=batch_size,
-            engine=engine,
-            source_spec=spec,
-            address=address,
-        )
+    # the first batches decode (GIL released) while the checks are imported and the options checked
+    ahead = ReadAhead(source_batches(src, batch_size), depth=2) if engine == LOCAL else None
+    try:
+        from posttrain.jobs.validate import check_codes, parse_fail_on, parse_severity, run_validate
+        from posttrain.stages.checks import build_checks
+
+        limits = parse_fail_on(fail_on)
+        overrides = parse_severity(severity)
+        chosen = build_checks(checks, restored=restored, max_chars=max_chars, max_tokens=max_tokens, tokenizer=tokenizer)
+        check_codes(overrides, "--severity")
+        check_codes(limits, "--fail-on")
+        n_workers = engine_workers(engine, workers)
+        with Bars(progress) as bars:
+            summary = run_validate(
+                src,
+                out,
+                checks=chosen,
+                fail_on=limits,
+                severity_overrides=overrides,
+                on_progress=bars,
+                workers=n_workers,
+                batch_size=batch_size,
+                engine=engine,
+                source_spec=spec,
+                address=address,
+                batches=ahead,
+            )
+    finally:
+        if ahead is not None:
+            ahead.close()
     console.print(
         f"rows_in {summary.rows_in} == accepted {summary.accepted} + rejected {summary.rejected}"
         f"  ({summary.rows_with_warnings} kept with warnings) -> {out}/summary.json",

@@ -10,15 +10,18 @@ depend on the worker count and memory does not grow with the input. Judging one 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+
 from posttrain.io.outdir import owns_output
 from posttrain.io.parquet import PartWriter
 from posttrain.io.sources import SourceSpec, source_batches
+from posttrain.io.sources.reader import ReadAhead
 from posttrain.jobs.validate_judge import (
     ACCEPTED_SCHEMA,
     EXAMPLES_PER_CODE,
@@ -111,12 +114,15 @@ def run_validate(
     engine: str = LOCAL,
     source_spec: SourceSpec | None = None,
     address: str | None = None,
+    batches: Iterable[pa.RecordBatch] | None = None,
 ) -> ValidateSummary:
     """Validate `source` (a `posttrain.io.sources.Source`, or anything with `iter_batches`) into `out_dir`.
 
     `engine="local"` streams here, judging batches on `workers` threads; `processes`/`ray` run one
     unit per fragment on `workers` processes/CPUs (`source_spec` reopens the source there) and merge
-    the units in order, so the files are the same bytes as a local run's.
+    the units in order, so the files are the same bytes as a local run's. `batches`: `source`'s batches
+    as `source_batches` gives them, already being read (the CLI starts reading before it imports the
+    checks); used by the local engine.
     """
     checks = default_checks() if checks is None else checks
     out = Path(out_dir)
@@ -134,11 +140,18 @@ def run_validate(
 
     with _closing(checks):
         if engine == LOCAL:
-            for n, judged in judged_stream(source_batches(source, batch_size, prefetch_depth=2), checks, severity_overrides, workers):
-                accepted.write(judged.accepted)
-                rejects.write(judged.rejected)
-                totals.add(n, judged)
-                advance(n)
+            ahead = None  # what this run starts it stops; `batches` given belong to the caller
+            if batches is None:
+                batches = ahead = ReadAhead(source_batches(source, batch_size), depth=2)
+            try:
+                for n, judged in judged_stream(batches, checks, severity_overrides, workers):
+                    accepted.write(judged.accepted)
+                    rejects.write(judged.rejected)
+                    totals.add(n, judged)
+                    advance(n)
+            finally:
+                if ahead is not None:
+                    ahead.close()
         else:
             work = out / WORK_DIR
             unit = ValidateUnit(fragment_rows(source, source_spec, batch_size), work, checks, severity_overrides)

@@ -293,7 +293,7 @@ def _encodable(obj: object) -> bool:
 
 
 def prefetch(batches: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[pa.RecordBatch]:
-    """Read ahead `depth` batches on a background thread, in order.
+    """Read ahead `depth` batches on a background thread, in order, from the first `next()` on.
 
     Parquet decoding releases the GIL, so the next batches are decoded while the caller works on
     this one; `depth` bounds the memory held. An error in the reader is raised in the caller.
@@ -301,37 +301,71 @@ def prefetch(batches: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[pa.R
     >>> list(prefetch(iter([1, 2, 3])))
     [1, 2, 3]
     """
-    import queue
-    import threading
+    yield from ReadAhead(batches, depth)
 
-    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
-    done = object()
-    stop = threading.Event()
 
-    def run() -> None:
+class ReadAhead:
+    """`prefetch` that starts reading at once, not at the first `next()`: a job can start the read of its
+    first batches and then import and set up what judges them (validate's checks: ~0.2 s of imports that
+    the parquet decoding, which releases the GIL, runs beside). Iterate it once; `close()` (also run when the
+    iteration ends, however it ends) stops the reading thread: whoever starts one and may not iterate it
+    must close it.
+
+    >>> ahead = ReadAhead(iter([1, 2, 3]))
+    >>> list(ahead)
+    [1, 2, 3]
+    """
+
+    def __init__(self, batches: Iterator[pa.RecordBatch], depth: int = 2) -> None:
+        import queue
+        import threading
+
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._done = object()
+        self._thread = threading.Thread(target=self._run, args=(batches,), name="read-ahead", daemon=True)
+        self._thread.start()
+
+    def _run(self, batches: Iterator[pa.RecordBatch]) -> None:
         try:
             for item in batches:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not self._put(item):
                     return
-            q.put(done)
+            self._put(self._done)
         except BaseException as exc:  # handed to the consumer, which raises it
-            q.put(exc)
+            self._put(exc)
 
-    thread = threading.Thread(target=run, name="prefetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = q.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
+    def _put(self, item: object) -> bool:
+        """Queue `item`, waiting for room until closed; False once closed."""
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        try:
+            while True:
+                item = self._queue.get()
+                if item is self._done:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop reading (the thread ends within 0.1 s; what it read is dropped)."""
+        import queue
+
+        self._stop.set()
+        try:
+            while True:  # drop what was read: the batches' memory goes now, not when the thread ends
+                self._queue.get_nowait()
+        except queue.Empty:
+            pass
