@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from posttrain.errors import PosttrainError
+from posttrain.io.user_cache import cache_dir
 
 _FIELDS = {"sha256": str, "content_sha256": str, "vocab_size": int, "special_ids": dict}
 _CACHE_VERSION = "v1"  # in each entry's name: a change to what a fingerprint holds starts a new cache
@@ -59,8 +60,7 @@ def _fingerprint(path: str, mtime_ns: int, size: int) -> dict[str, Any]:
 
 def fingerprint_cache_dir() -> Path:
     """`$POSTTRAIN_CACHE/tokenizer-fingerprints`, default under `~/.cache/posttrain` (as the model cache)."""
-    root = os.environ.get("POSTTRAIN_CACHE") or Path.home() / ".cache" / "posttrain"
-    return Path(root).expanduser() / "tokenizer-fingerprints"
+    return cache_dir() / "tokenizer-fingerprints"
 
 
 def _read_cached(sha: str) -> dict[str, Any] | None:

