@@ -152,7 +152,7 @@ def main() -> None:
           f"{len(planted['near'])} near, {len(planted['far'])} half-rewritten prompts")
 
     out = work / "posttrain-out"
-    pt = timed([sys.executable, "-m", "posttrain.cli.app", "dedup", str(data), "--exact-key", "prompt",
+    pt = timed([sys.executable, "-m", "posttrain", "dedup", str(data), "--exact-key", "prompt",
                 "--out", str(out), "--no-progress"])
     ours = set(pq.read_table(out / "kept", columns=["uuid"])["uuid"].to_pylist())
     ref_file = work / "datasketch-kept.parquet"

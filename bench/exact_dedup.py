@@ -88,7 +88,7 @@ def main() -> None:
     print(f"data: {args.rows} rows, {data.stat().st_size / 2**20:.1f} MiB parquet")
     for extra in ([], ["--max-responses-per-prompt", "2"]):
         out = work / "out"
-        cmd = [sys.executable, "-m", "posttrain.cli.app", "dedup", str(data), "--out", str(out), "--no-near", *extra]
+        cmd = [sys.executable, "-m", "posttrain", "dedup", str(data), "--out", str(out), "--no-near", *extra]
         wall, cpu, rss = run(cmd)
         s = json.loads((out / "summary.json").read_text())
         policies = 1 + bool(extra)

@@ -180,7 +180,7 @@ def main() -> None:
     print(f"data: {args.rows} rows, {mb:.1f} MiB parquet, {len(planted)} planted near copies")
 
     out = work / "posttrain-out"
-    posttrain = [sys.executable, "-m", "posttrain.cli.app", "dedup", str(data), "--out", str(out), "--no-exact"]
+    posttrain = [sys.executable, "-m", "posttrain", "dedup", str(data), "--out", str(out), "--no-exact"]
     pt_s, pt_cpu, pt_rss, rc = timed(posttrain)
     assert rc == 0, "posttrain dedup failed"
     ours = set(pq.read_table(out / "removed", columns=["uuid"])["uuid"].to_pylist())

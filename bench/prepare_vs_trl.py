@@ -117,7 +117,7 @@ def run_posttrain(data: Path, work: Path, full: bool) -> dict:
                    "dedup": None, "tokenize": {"overflow": "truncate", "max_length": SEQ_LEN}}
     rpath = work / ("full.yaml" if full else "path.yaml")
     rpath.write_text(yaml.safe_dump(recipe))
-    wall, rss, _ = timed([sys.executable, "-m", "posttrain.cli.app", "prepare", str(rpath), "--out", str(out),
+    wall, rss, _ = timed([sys.executable, "-m", "posttrain", "prepare", str(rpath), "--out", str(out),
                           "--no-progress"])
     m = json.loads((out / "manifest.json").read_text())
     return {"wall": wall, "rss_mb": rss, "tokens": m["tokens"]["tokens"], "trained": m["tokens"]["trained_tokens"],

@@ -44,7 +44,7 @@ def run(data: Path, out: Path, engine: str, workers: int, unit_rows: int, pinned
     recipe.write_text(yaml.safe_dump({"source": {"path": str(data), "unit_rows": unit_rows},
                                       "output": {"keep_work": True}}))  # keep the spool to measure it
     pin = ["taskset", "-c", ",".join(str(c) for c in sorted(os.sched_getaffinity(0))[:workers])] if pinned else []
-    cmd = [*pin, "/usr/bin/time", "-f", "MAXRSS_KB=%M\nCPU_S=%U %S", sys.executable, "-m", "posttrain.cli.app", "prepare", str(recipe),
+    cmd = [*pin, "/usr/bin/time", "-f", "MAXRSS_KB=%M\nCPU_S=%U %S", sys.executable, "-m", "posttrain", "prepare", str(recipe),
            "--out", str(out), "--engine", engine, "--workers", str(workers)]
     t0 = time.perf_counter()
     res = subprocess.run(cmd, capture_output=True, text=True, env=ENV)

@@ -70,7 +70,7 @@ def main() -> None:
     mix = work / "mix.yaml"
     work.mkdir(parents=True, exist_ok=True)
     mix.write_text(yaml.safe_dump(MIX))
-    pt = [sys.executable, "-m", "posttrain.cli.app"]
+    pt = [sys.executable, "-m", "posttrain"]
     stages = {
         "validate": lambda d, o: [*pt, "validate", str(d), "--out", str(o), "--no-progress"],
         "dedup": lambda d, o: [*pt, "dedup", str(d), "--out", str(o)],

@@ -24,7 +24,7 @@ RECIPE = {"source": {"splits": ["math", "tool_calling"], "unit_rows": 100}, "tok
 def prepare(tmp_path: Path, out: Path, *extra: str, env: dict | None = None, wait: bool = True):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump(RECIPE))
-    cmd = [sys.executable, "-m", "posttrain.cli.app", "prepare", str(recipe), "--out", str(out), *extra]
+    cmd = [sys.executable, "-m", "posttrain", "prepare", str(recipe), "--out", str(out), *extra]
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
     if not wait:
         return subprocess.Popen(cmd, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -38,6 +38,7 @@ LAYERS: dict[str, int] = {
     "posttrain.train": 6,
     "posttrain.eval": 6,
     "posttrain.cli": 7,
+    "posttrain.__main__": 7,  # `python -m posttrain`: the CLI's entry point, at the top with it
 }
 
 

@@ -50,14 +50,14 @@ def test_a_misspelt_severity_override_is_refused_with_the_near_code() -> None:
 
 
 def test_reasons_command_lists_codes_with_their_severity() -> None:
-    out = subprocess.run([sys.executable, "-m", "posttrain.cli.app", "reasons", "privacy."], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "posttrain", "reasons", "privacy."], capture_output=True,
                          text=True, timeout=120, check=True).stdout.splitlines()
     assert [line.split()[:2] for line in out] == [["privacy.card", "warn"], ["privacy.email", "warn"],
                                                   ["privacy.phone", "warn"], ["privacy.secret", "warn"]]
 
 
 def test_validate_refuses_a_misspelt_severity_in_one_line(tmp_path) -> None:
-    done = subprocess.run([sys.executable, "-m", "posttrain.cli.app", "validate", "--limit", "10", "--out",
+    done = subprocess.run([sys.executable, "-m", "posttrain", "validate", "--limit", "10", "--out",
                            str(tmp_path / "v"), "--severity", "privacy.emial=error", "--no-progress"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "Traceback" not in done.stderr
@@ -68,7 +68,7 @@ def test_validate_refuses_a_misspelt_severity_in_one_line(tmp_path) -> None:
 def test_prepare_refuses_a_misspelt_recipe_severity_before_any_work(tmp_path) -> None:
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("validate:\n  severity:\n    think.unclosd: warn\n")
-    done = subprocess.run([sys.executable, "-m", "posttrain.cli.app", "prepare", str(recipe), "--out",
+    done = subprocess.run([sys.executable, "-m", "posttrain", "prepare", str(recipe), "--out",
                            str(tmp_path / "p"), "--no-progress"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "think.unclosd" in done.stderr and "'think.unclosed'" in done.stderr and "validate.severity" in done.stderr

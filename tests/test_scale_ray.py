@@ -64,7 +64,7 @@ def cluster():
 
 
 def posttrain(*args: str) -> None:
-    cmd = [sys.executable, "-m", "posttrain.cli.app", *args, "--no-progress"]
+    cmd = [sys.executable, "-m", "posttrain", *args, "--no-progress"]
     res = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
 
