@@ -236,3 +236,14 @@ def test_prepare_stops_the_workers_its_code_check_started(tmp_path: Path, worker
     assert workers, "the code check parsed in this process: the test proves nothing"
     assert all(w.proc.poll() is not None for w in workers)
     assert any(isinstance(s, CodeBlockCheck) for s in kept)
+
+
+def test_a_process_pinned_to_one_core_parses_here(workers: list[Recorded], monkeypatch: pytest.MonkeyPatch) -> None:
+    """On one usable core (taskset, a scheduler's pinning: the machine may have more) a worker only adds
+    its start and the round trips."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert SyntaxPool(min_chars=0).findings(["```python\nx = (\n```\n"]) == ["code.syntax_error"]
+    assert workers == []
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert SyntaxPool(min_chars=0).findings(["```python\nx = (\n```\n"]) == ["code.syntax_error"]
+    assert len(workers) == 1

@@ -123,7 +123,7 @@ class SyntaxPool:
     """
 
     def __init__(self, workers: int | None = None, min_chars: int = MIN_CHARS) -> None:
-        self.workers = max(1, workers if workers is not None else min(os.cpu_count() or 1, 8))
+        self.workers = max(1, workers if workers is not None else min(usable_cores(), 8))
         self.min_chars = min_chars
         self._no_workers()
 
@@ -168,7 +168,7 @@ class SyntaxPool:
         return future.result
 
     def _worth_a_worker(self, texts: list[str | None]) -> bool:
-        if multiprocessing.parent_process() is not None or (os.cpu_count() or 1) < 2:
+        if multiprocessing.parent_process() is not None or usable_cores() < 2:
             return False
         return sum(len(t) for t in texts if t) >= self.min_chars
 
@@ -186,6 +186,14 @@ class SyntaxPool:
         if threads is not None:
             threads.shutdown(wait=False)  # its threads end when their requests do (each returns its worker)
         _stop_all(idle)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (`taskset`, a scheduler's pinning), not the
+    machine's count; on one core a worker process only adds its start and the round trips."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _here(texts: list[str | None]) -> list[str | None]:
