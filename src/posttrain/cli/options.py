@@ -85,13 +85,12 @@ def with_wait(fn: F) -> F:
 
 
 def engine_workers(engine: str, workers: int) -> int:
-    """`--workers 0` means the CPU count (at most 8), whatever the engine."""
-    import os
-
+    """`--workers 0` means the cores this process may use (at most 8), whatever the engine."""
+    from posttrain.io.cores import usable_cores
     from posttrain.runner.units import check_engine
 
     check_engine(engine, workers)
-    return workers if workers > 0 else min(os.cpu_count() or 1, 8)
+    return workers if workers > 0 else min(usable_cores(), 8)
 
 
 def open_cli_source(

@@ -17,7 +17,6 @@ import binascii
 import functools
 import json
 import logging
-import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from posttrain.errors import PosttrainError
+from posttrain.io.cores import usable_cores
 from posttrain.io.tokenizer_reference import ReferenceEncoder
 
 log = logging.getLogger("posttrain.stages.tokenize")
@@ -37,7 +37,7 @@ FastPath = Literal["auto", "on", "off"]
 _LONG_TEXT = 2048  # characters from which a text goes to tiktoken's threaded batch call
 _CACHED_TEXT = 64  # texts up to this long are cached (template literals)
 _CACHE_SIZE = 4096
-_THREADS = min(8, os.cpu_count() or 1)  # more threads than cores only adds switching
+_THREADS = min(8, usable_cores())  # more threads than cores only adds switching
 
 
 def default_tokenizer_dir() -> Path:

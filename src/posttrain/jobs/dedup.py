@@ -42,6 +42,7 @@ from pydantic import BaseModel
 
 from posttrain.config import DedupConfig
 from posttrain.errors import PosttrainError
+from posttrain.io.cores import usable_cores
 from posttrain.io.outdir import owns_output
 from posttrain.io.parquet import PartWriter, conform
 from posttrain.io.sources import source_batches
@@ -218,8 +219,7 @@ def run_dedup(
 
 def _threads() -> int:
     """Threads that make pass 1's records: the cores this process may use, at most 4."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(4, cores))
+    return max(1, min(4, usable_cores()))
 
 
 @dataclass

@@ -20,7 +20,6 @@ so the bytes are the same on every engine and worker count.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from posttrain.config import DedupConfig, Recipe, SelectConfig
+from posttrain.io.cores import usable_cores
 from posttrain.io.shards import ShardInfo
 from posttrain.io.spool import unit_dir
 from posttrain.jobs.dedup_passes import DedupDecisions, decide
@@ -210,7 +210,7 @@ def pack(recipe: Recipe, work: Path, passes: Passes, index: RunIndex, shard_dir:
 def local_threads(recipe: Recipe) -> ThreadEngine | None:
     """For a pass whose units release the GIL most of their time: threads of this process under the
     `local` engine (results in unit order, so the same bytes); None (the run's engine) otherwise."""
-    return ThreadEngine(min(os.cpu_count() or 2, 4), recipe.engine.retries) if recipe.engine.name == "local" else None
+    return ThreadEngine(min(usable_cores(), 4), recipe.engine.retries) if recipe.engine.name == "local" else None
 
 
 def write_pack_plan(plan_dir: Path, index: RunIndex, bins: list[np.ndarray], cuts: list[slice]) -> None:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import posttrain
+from posttrain.io.cores import usable_cores
 from posttrain.stages.checks import syntax
 from posttrain.stages.checks.syntax import code_findings, gc_paused
 
@@ -168,6 +169,7 @@ class SyntaxPool:
         return future.result
 
     def _worth_a_worker(self, texts: list[str | None]) -> bool:
+        # on one usable core a worker process only adds its start and the round trips
         if multiprocessing.parent_process() is not None or usable_cores() < 2:
             return False
         return sum(len(t) for t in texts if t) >= self.min_chars
@@ -186,14 +188,6 @@ class SyntaxPool:
         if threads is not None:
             threads.shutdown(wait=False)  # its threads end when their requests do (each returns its worker)
         _stop_all(idle)
-
-
-def usable_cores() -> int:
-    """The cores this process may run on: its CPU affinity (`taskset`, a scheduler's pinning), not the
-    machine's count; on one core a worker process only adds its start and the round trips."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def _here(texts: list[str | None]) -> list[str | None]:
