@@ -15,7 +15,6 @@ directory (and, for a shard, its shard file).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +27,7 @@ import pyarrow.parquet as pq
 from posttrain.config import DedupConfig, PackConfig, SelectConfig
 from posttrain.hashing import uuid_keys
 from posttrain.io.shards import write_shard_groups
+from posttrain.io.sources.reader import prefetch
 from posttrain.io.spool import UnitWriter, take_docs, unit_dir
 from posttrain.jobs.prepare.run_index import DOC_RECORD
 from posttrain.reduce.dedup.exact import in_sorted
@@ -195,21 +195,19 @@ class ShardUnit:
         b0, b1 = int(shards[s]), int(shards[s + 1])
         stats = PackStats()
 
+        def gathered() -> Iterator[tuple[pa.Table, PackStats]]:
+            for g0 in range(b0, b1, self.config.row_group_packs):
+                yield self._packs(g0, min(g0 + self.config.row_group_packs, b1))
+
         def pieces() -> Iterator[pa.Table]:
-            # one row group of packs at a time (a shard's tokens are never all in memory at once), the
-            # next one gathered on a thread while this one is compressed and written (both mostly
-            # without the GIL: 0.38 -> ~0.25 s a shard of 334 packs); the same pieces in the same order
+            # a row group of packs at a time (a shard's tokens are never all in memory at once; at most
+            # three groups: one written, one queued, one gathered), the next ones gathered on a thread
+            # (`prefetch`) while this one is compressed and written (both mostly without the GIL:
+            # 0.38 -> ~0.25 s a shard of 334 packs); the same pieces in the same order
             nonlocal stats
-            starts = list(range(b0, b1, self.config.row_group_packs))
-            with ThreadPoolExecutor(1, thread_name_prefix="pack-gather") as ahead:
-                nxt = ahead.submit(self._packs, starts[0], min(starts[0] + self.config.row_group_packs, b1)) if starts else None
-                for i in range(len(starts)):
-                    table, st = nxt.result()  # type: ignore[union-attr]
-                    if i + 1 < len(starts):
-                        g0 = starts[i + 1]
-                        nxt = ahead.submit(self._packs, g0, min(g0 + self.config.row_group_packs, b1))
-                    stats = stats.merge(st)
-                    yield table
+            for table, st in prefetch(gathered(), depth=1):
+                stats = stats.merge(st)
+                yield table
 
         info = write_shard_groups(pieces(), self.out_dir / f"shard-{s:05d}.parquet", self.config)
         result = {"unit": s, "shard": info.to_dict(), "stats": stats.to_dict(), "packs": info.packs,
