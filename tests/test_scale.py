@@ -224,3 +224,31 @@ def test_spool_is_narrow_progress_covers_every_phase_and_the_manifest_times_them
     seconds = m["run"]["seconds"]
     assert {"map", "reduce", "pack", "total", "driver"} <= set(seconds)
     assert 0 <= seconds["driver"] <= seconds["total"]
+
+
+def test_a_shard_is_the_same_bytes_with_or_without_reading_ahead(tmp_path: Path):
+    """The pack phase reads row groups ahead only when it has fewer shards than slots (memory):
+    either way a shard unit writes the bytes the run wrote."""
+    from posttrain.jobs.prepare.reduce_units import ShardUnit
+    from posttrain.jobs.prepare.run import run_prepare
+
+    out = tmp_path / "out"
+    recipe_path = tmp_path / "r.yaml"
+    recipe_path.write_text(yaml.safe_dump({"source": {"splits": ["code", "math"], "limit": 200},
+                                           "pack": {"seq_len": 4096, "shard_packs": 10, "row_group_packs": 3},
+                                           "tokenize": {"max_length": 4096},
+                                           "output": {"dir": str(out), "keep_work": True}}))
+    recipe = load_recipe(str(recipe_path))
+    m = run_prepare(recipe)
+    assert len(m["shards"]) >= 3  # more shards than the local pass's threads: written without reading ahead
+    work = out / ".work"
+    for read_ahead in (True, False):
+        dest = tmp_path / f"ahead-{read_ahead}"
+        dest.mkdir()
+        unit = ShardUnit(work, work / "pack" / "plan", dest, tmp_path / f"units-{read_ahead}", recipe.pack,
+                         read_ahead=read_ahead)
+        for s, shard in enumerate(m["shards"]):
+            result = unit(s)
+            assert (dest / shard["file"]).read_bytes() == (out / "shards" / shard["file"]).read_bytes()
+            assert result["packs"] == shard["packs"]
+    assert max(shard["packs"] for shard in m["shards"]) > 3  # a shard of several row groups

@@ -189,6 +189,7 @@ class ShardUnit:
     out_dir: Path  # OUT/shards
     units_work: Path  # this pass's work folder
     config: PackConfig
+    read_ahead: bool = True  # gather the next row groups on a thread while one is written
 
     def __call__(self, s: int) -> dict[str, Any]:
         shards = np.load(self.plan / "shards.npy")
@@ -200,12 +201,13 @@ class ShardUnit:
                 yield self._packs(g0, min(g0 + self.config.row_group_packs, b1))
 
         def pieces() -> Iterator[pa.Table]:
-            # a row group of packs at a time (a shard's tokens are never all in memory at once; at most
-            # three groups: one written, one queued, one gathered), the next ones gathered on a thread
-            # (`prefetch`) while this one is compressed and written (both mostly without the GIL:
-            # 0.38 -> ~0.25 s a shard of 334 packs); the same pieces in the same order
+            # a row group of packs at a time (a shard's tokens are never all in memory at once). With
+            # `read_ahead`, the next ones are gathered on a thread (`prefetch`) while this one is
+            # compressed and written (both mostly without the GIL: 0.38 -> ~0.25 s a shard of 334
+            # packs), at most three groups held: one written, one queued, one gathered. The same
+            # pieces in the same order either way.
             nonlocal stats
-            for table, st in prefetch(gathered(), depth=1):
+            for table, st in prefetch(gathered(), depth=1) if self.read_ahead else gathered():
                 stats = stats.merge(st)
                 yield table
 
