@@ -82,8 +82,9 @@ def reduce_and_pack(recipe: Recipe, work: Path, units: list[int], passes: Passes
     # fresh, like every reduce pass: they are cheap next to the map phase, and a map unit that is
     # redone (its input changed) must not meet records made from its old rows
     # on the run's engine, not on threads under `local`: threads saved 0.14 s at 1,500 rows (a keys
-    # unit spends about half its time in GIL-free Arrow kernels) but raised the pack phase's peak RSS
-    # at 50,000 rows from ~520 to ~620 MB, the memory the keys threads held on to (measured)
+    # unit spends about half its time in GIL-free Arrow kernels), but with them the pack phase peaked
+    # higher (50,000 rows, RssAnon: ~520 MB without them, ~600 with them, ~640 with them and every
+    # shard reading ahead)
     results = passes.run("reduce.keys", KeysUnit(work, keys_work, dedup), units, keys_work, phase="reduce",
                          rows="rows")
     index = RunIndex.load(keys_work, work, units)
@@ -201,8 +202,8 @@ def pack(recipe: Recipe, work: Path, passes: Passes, index: RunIndex, shard_dir:
     engine = local_threads(recipe)
     # A shard reads its next row groups ahead only when the pass has fewer shards than it runs at
     # once: otherwise the shards already overlap one another's gathering and writing, and reading
-    # ahead only adds two row groups (~50 MB at 64 packs of 16k tokens) per running shard to the peak
-    # (measured: 50,000 rows, two threads: peak RSS ~500 -> ~650 MB with it on every shard).
+    # ahead only adds up to two row groups (~50 MB each at 64 packs of 16k tokens) per running shard
+    # to the peak.
     read_ahead = len(cuts) < (engine or passes.engine).workers
     fn = ShardUnit(work, plan_dir, shard_dir, units_work, recipe.pack, read_ahead=read_ahead)
     results = passes.run("pack.shards", fn, len(cuts), units_work, phase="pack", engine=engine,
