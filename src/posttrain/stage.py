@@ -17,7 +17,8 @@ Severity lives in one registry (`register_reason`) so a recipe can override it p
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -91,6 +92,21 @@ class Stage:
 
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop the helper processes the stage started (none by default); it stays usable and starts
+        them again when needed."""
+
+
+@contextmanager
+def closing(stages: Iterable[Stage]) -> Iterator[None]:
+    """Close `stages` when the block ends, however it ends (the code check's syntax workers, the
+    math check's math-verify pool: a job stops what its stages started)."""
+    try:
+        yield
+    finally:
+        for stage in stages:
+            stage.close()
 
 
 def with_reasons(batch: pa.RecordBatch) -> pa.RecordBatch:

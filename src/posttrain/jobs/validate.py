@@ -10,8 +10,7 @@ depend on the worker count and memory does not grow with the input. Judging one 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,7 +50,7 @@ from posttrain.runner.units import (
     run_units,
     unit_batches,
 )
-from posttrain.stage import Severity
+from posttrain.stage import Severity, closing
 from posttrain.stages.checks import Check, default_checks
 
 __all__ = [
@@ -84,20 +83,18 @@ class ValidateUnit:
     def __call__(self, index: int) -> dict[str, Any]:
         writer = UnitOutput(self.work, index)
         totals = Totals()
-        try:
-            for n, judged in judged_stream(self.rows.batches(index), self.checks, self.overrides):
-                writer.write("accepted", judged.accepted)
-                writer.write("rejects", judged.rejected)
-                totals.add(n, judged)
-            result = {"unit": index, **totals.to_json()}
-            writer.commit(result)
-            return result
-        except BaseException:
-            writer.abort()
-            raise
-        finally:
-            for check in self.checks:  # a worker may hold math-verify processes: stop them per unit
-                check.close()
+        with closing(self.checks):  # a worker may hold math-verify processes: stop them per unit
+            try:
+                for n, judged in judged_stream(self.rows.batches(index), self.checks, self.overrides):
+                    writer.write("accepted", judged.accepted)
+                    writer.write("rejects", judged.rejected)
+                    totals.add(n, judged)
+                result = {"unit": index, **totals.to_json()}
+                writer.commit(result)
+                return result
+            except BaseException:
+                writer.abort()
+                raise
 
 
 @owns_output("validate")
@@ -138,7 +135,7 @@ def run_validate(
     def advance(n: int) -> None:
         report("validate", advance=n)
 
-    with _closing(checks):
+    with closing(checks):  # the checks' helper processes stop when the run ends, however it ends
         if engine == LOCAL:
             ahead = None  # what this run starts it stops; `batches` given belong to the caller
             if batches is None:
@@ -177,12 +174,3 @@ def run_validate(
     (out / "summary.json").write_text(summary.to_json() + "\n", encoding="utf-8")
     return summary
 
-
-@contextmanager
-def _closing(checks: list[Check]) -> Iterator[None]:
-    """Stop the checks' helper processes (math-verify) when the run ends, however it ends."""
-    try:
-        yield
-    finally:
-        for check in checks:
-            check.close()

@@ -28,7 +28,7 @@ from posttrain.progress import OnProgress, reporter
 from posttrain.runner.inputs import inputs_changed
 from posttrain.runner.session import open_engine
 from posttrain.runner.units import WORK_DIR, open_work
-from posttrain.stage import Stage
+from posttrain.stage import Stage, closing
 
 
 def build_row_stages(recipe: Recipe, source_is_sample: bool) -> tuple[list[Stage], dict[str, str]]:
@@ -113,17 +113,6 @@ def make_plan(recipe: Recipe, work: Path) -> tuple[UnitPlan, Any]:
     return plan, src
 
 
-def close_stages(stages: list[Any]) -> None:
-    """Stop the helper processes the row stages started (the code check's syntax workers, the math
-    check's math-verify pool) once the map phase is over, however it ends. Under `local` the units ran
-    on these very objects; a processes or Ray worker's pools end with the worker. Per unit would be
-    too often: a math-verify worker takes about a second to start."""
-    for stage in stages:
-        close = getattr(stage, "close", None)
-        if close is not None:
-            close()
-
-
 @owns_output("prepare", out=lambda a: a["recipe"].output.dir, inputs=lambda a: _inputs(a["recipe"]), fresh=False)
 def run_prepare(
     recipe: Recipe,
@@ -165,15 +154,17 @@ def run_prepare(
     with open_engine(eng.name, eng.workers, eng.address, eng.retries) as engine:
         passes = Passes(engine, report)  # one engine for every phase: a pool or Ray starts once
         t_map = time.perf_counter()
-        try:
+        # The row stages' helper processes (syntax workers, math-verify) stop once the map phase is
+        # over, however it ends: under `local` the units ran on these very objects; a processes or Ray
+        # worker's pools end with the worker. Per unit would be too often: a math-verify worker takes
+        # about a second to start.
+        with closing(plan.row_stages):
             results = passes.run("map", plan, units, work, phase="map", key=recipe.hash(), fresh=False,
                                  rows="rows_in", tokens="tokens")
             if redo_duplicates(plan, work, units, say):  # later rows of a uuid: rejected (jobs.prepare.uuids)
                 remove_reduce_work(work)
                 results = passes.run("map", plan, units, work, phase="map", key=recipe.hash(), fresh=False,
                                      rows="rows_in", tokens="tokens")
-        finally:
-            close_stages(plan.row_stages)
         t_map = time.perf_counter() - t_map
         shard_dir = out / "shards"
         if shard_dir.exists():

@@ -52,9 +52,6 @@ class Check(Stage):
         appended): `finish(b) == process(b)`. None (the default): `process` does the work."""
         return None
 
-    def close(self) -> None:
-        """Release what the check started (worker processes); it stays usable and restarts them lazily."""
-
     def describe(self, row: dict[str, Any], code: str) -> str:
         """A short human snippet showing why `row` got `code` (default: the start of the answer)."""
         return shorten(final_answer_of_row(row))
