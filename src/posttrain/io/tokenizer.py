@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from posttrain.errors import PosttrainError
 from posttrain.io.cores import usable_cores
+from posttrain.io.tokenizer_fingerprint import json_vocab_size
 from posttrain.io.tokenizer_reference import ReferenceEncoder
 
 log = logging.getLogger("posttrain.stages.tokenize")
@@ -111,9 +112,8 @@ class Tokenizer:
             self._hf = hf.result() if hf is not None else None
         self.added = {t["content"]: t["id"] for t in data.get("added_tokens", [])}
         self._normalizes = data.get("normalizer") is not None
-        vocab = (data.get("model") or {}).get("vocab")  # sized from the JSON as `tokenizers` counts it
-        self.vocab_size = (len(set(vocab.values()) | set(self.added.values())) if isinstance(vocab, dict)
-                           else self.hf.get_vocab_size(with_added_tokens=True))
+        size = json_vocab_size(data)  # as the fingerprint counts it, without building the HF tokenizer
+        self.vocab_size = size if size is not None else self.hf.get_vocab_size(with_added_tokens=True)
         self.token_bytes = self._byte_lengths(data)
         self.tiktoken = self._build_tiktoken(folder, *ranks) if ranks is not None else None
         self.verified = self.fast_path == "on"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -83,19 +82,15 @@ def _entry(sha: str) -> Path:
 
 
 def _write_cached(sha: str, fp: dict[str, Any]) -> None:
-    """Store an entry under a temporary name and rename it into place; a cache that cannot be
-    written (read-only home, full disk) only costs the next run the computation."""
-    folder = fingerprint_cache_dir()
-    tmp = folder / f".tmp-{sha}-{os.getpid()}"
+    """Store an entry atomically (`write_atomic`: a temporary name renamed into place); a cache that
+    cannot be written (read-only home, full disk) only costs the next run the computation."""
+    from posttrain.io.spool import write_atomic  # on a miss only: it loads Arrow
+
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(fp), encoding="utf-8")
-        os.replace(tmp, _entry(sha))
+        fingerprint_cache_dir().mkdir(parents=True, exist_ok=True)
+        write_atomic(_entry(sha), json.dumps(fp))
     except OSError:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
+        pass
 
 
 def _compute(raw: bytes, sha: str) -> dict[str, Any]:
@@ -110,20 +105,31 @@ def _compute(raw: bytes, sha: str) -> dict[str, Any]:
     }
 
 
-def _vocab_size(data: dict[str, Any], raw: bytes) -> int:
-    """Tokens with added tokens, read from the parsed JSON: building the tokenizer (`Tokenizer.from_str`)
-    for one number cost ~0.35 CPU-s and ~100 MB at the end of every run. Other model types than the
-    vocab-map (BPE, WordPiece) and vocab-list (Unigram) ones are counted by building it."""
+def json_vocab_size(data: dict[str, Any]) -> int | None:
+    """Tokens with added tokens, as `tokenizers` counts them, read from a parsed `tokenizer.json`:
+    building the tokenizer for one number costs ~0.35 CPU-s and ~100 MB. None for other model types
+    than the vocab-map (BPE, WordPiece) and vocab-list (Unigram) ones: build it to count them.
+
+    >>> json_vocab_size({"model": {"vocab": {"a": 0, "b": 1}}, "added_tokens": [{"id": 1}, {"id": 2}]})
+    3
+    """
     vocab = (data.get("model") or {}).get("vocab")
     if isinstance(vocab, dict):
         ids = set(vocab.values())
     elif isinstance(vocab, list):
         ids = set(range(len(vocab)))
     else:
+        return None
+    return len(ids | {int(t["id"]) for t in data.get("added_tokens", [])})
+
+
+def _vocab_size(data: dict[str, Any], raw: bytes) -> int:
+    size = json_vocab_size(data)
+    if size is None:
         from tokenizers import Tokenizer
 
-        return Tokenizer.from_str(raw.decode("utf-8")).get_vocab_size(with_added_tokens=True)
-    return len(ids | {int(t["id"]) for t in data.get("added_tokens", [])})
+        size = Tokenizer.from_str(raw.decode("utf-8")).get_vocab_size(with_added_tokens=True)
+    return size
 
 
 def fingerprint_mismatch(shards: dict[str, Any], model: dict[str, Any]) -> str | None:
