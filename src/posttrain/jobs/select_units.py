@@ -31,7 +31,6 @@ from posttrain.jobs.select import finish_select, make_shuffler, new_counts, sele
 from posttrain.progress import OnProgress, reporter
 from posttrain.reduce.dedup.partition import commit_unit
 from posttrain.reduce.mix import (
-    Found,
     GroupStats,
     KeyPlan,
     count_batch,
@@ -40,7 +39,6 @@ from posttrain.reduce.mix import (
     make_plan,
     merged_unit_stats,
     plan_keys,
-    refine_batch,
     refined_arrays,
     stats_to_arrays,
 )
@@ -72,10 +70,7 @@ class SelectUnit:
             return commit_unit(self.work, u, result, stats_to_arrays(stats))
         if self.step == "refine":
             assert self.plans is not None and self.refine is not None
-            found: Found = {k: ([], []) for k in self.refine}
-            for batch in self.rows.batches(u):
-                refine_batch(batch, self.config, self.plans, self.refine, found)
-            keys, arrays = refined_arrays(self.refine, found)
+            keys, arrays = refined_arrays(self.rows.batches(u), self.config, self.plans, self.refine)
             return commit_unit(self.work, u, {"unit": u, "keys": keys}, arrays)
         return self._draw(u)
 

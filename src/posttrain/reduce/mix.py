@@ -3,6 +3,7 @@ copies per row, and the asked-vs-achieved table."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -350,8 +351,13 @@ def stats_from_arrays(keys: list[str], arrays: dict[str, np.ndarray]) -> dict[st
 Found = dict[str, tuple[list[np.ndarray], list[np.ndarray]]]
 
 
-def refined_arrays(refine: dict[str, int], found: Found) -> tuple[list[str], dict[str, np.ndarray]]:
-    """(the refined keys, in order; their h{i}/w{i} arrays) of one unit's `refine_batch` results."""
+def refined_arrays(batches: Iterable[pa.RecordBatch], config: SelectConfig, plans: dict[str, KeyPlan],
+                   refine: dict[str, int]) -> tuple[list[str], dict[str, np.ndarray]]:
+    """One refine unit: `refine_batch` over its `batches`; (the refined keys, in order; their h{i}/w{i}
+    arrays, what the unit saves)."""
+    found: Found = {k: ([], []) for k in refine}
+    for batch in batches:
+        refine_batch(batch, config, plans, refine, found)
     keys = list(refine)
     arrays = {}
     for i, k in enumerate(keys):

@@ -33,13 +33,11 @@ from posttrain.jobs.prepare.run_index import DOC_RECORD
 from posttrain.reduce.dedup.exact import in_sorted
 from posttrain.reduce.dedup.partition import UnitSignatures, commit_unit
 from posttrain.reduce.mix import (
-    Found,
     GroupStats,
     KeyPlan,
     count_batch,
     draw_inputs,
     group_indices,
-    refine_batch,
     refined_arrays,
     stats_to_arrays,
 )
@@ -145,10 +143,7 @@ class MixUnit:
             return commit_unit(self.out, u, {"unit": u, "keys": list(stats)}, stats_to_arrays(stats))
         if self.step == "refine":
             assert self.plans is not None and self.refine is not None
-            found: Found = {k: ([], []) for k in self.refine}
-            for batch in rows:
-                refine_batch(batch, self.config, self.plans, self.refine, found)
-            keys, arrays = refined_arrays(self.refine, found)
+            keys, arrays = refined_arrays(rows, self.config, self.plans, self.refine)
             return commit_unit(self.out, u, {"unit": u, "keys": keys}, arrays)
         return self._draw(u, rows, dropped)
 
